@@ -1,0 +1,47 @@
+"""Finding the service folders under the services root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors
+from .config import Config
+from .errors import CipugError
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    folder: Path
+    env_file: Path
+    compose_file: Path
+
+
+def select(names: list[str], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
+    """Apply SERVICES_FILTER (include only, when given) and SERVICES_FILTER_EXCLUDE."""
+    return [name for name in names if (not include or name in include) and name not in exclude]
+
+
+def find_services(config: Config) -> list[Service]:
+    """Service folders in name order: those holding both the compose and the env file."""
+    root: Path = config.services_root
+    if not root.is_dir():
+        raise CipugError(f"SERVICES_ROOT {root} is not a directory", errors.DIRECTORY_NOT_FOUND)
+    try:
+        folders = {entry.name: entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
+    except OSError as error:
+        raise CipugError(f"SERVICES_ROOT {root} cannot be read: {error.strerror}", errors.DIRECTORY_NOT_FOUND) from None
+    services = []
+    for name in select(sorted(folders), config.services_filter, config.services_filter_exclude):
+        folder = folders[name]
+        env_file, compose_file = folder / config.env_file_name, folder / config.compose_file_name
+        if env_file.is_file() and compose_file.is_file():
+            services.append(Service(name, folder, env_file, compose_file))
+    return services
+
+
+def missing_filtered(config: Config, services: list[Service]) -> list[str]:
+    """Names in SERVICES_FILTER that matched no service folder, to warn about typos."""
+    found = {service.name for service in services}
+    return [name for name in config.services_filter if name not in found]
