@@ -174,7 +174,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESOLVER", _choice("skopeo", "registry"), "skopeo",
             "skopeo: `skopeo inspect`; registry: HTTP HEAD requests that do not count against pull quotas"),
     Setting("REGISTRY_INSECURE_HOSTS", _names, "", "comma-separated host:port names the registry resolver may reach over plain HTTP"),
-    Setting("REGISTRY_TIMEOUT", _number(float, 0.1, 600), "30", "seconds the registry resolver waits for one request"),
+    Setting("REGISTRY_TIMEOUT", _number(float, 0.1, 600), "30", "seconds one lookup may take: a skopeo call, or one request of the registry resolver"),
     Setting("REGISTRY_FALLBACK", _boolean, "true", "let the registry resolver fall back to skopeo for what it cannot do itself"),
     Setting("AUTO_ROLLBACK", _boolean, "true", "put the old images back when a restarted service does not come up"),
     Setting("HEALTH_TIMEOUT", _number(int, 0, 3600), "60", "seconds to wait for restarted containers to run and be healthy (0: no wait)"),

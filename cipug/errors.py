@@ -25,12 +25,14 @@ PULL_FAILED = 33
 RESTART_FAILED = 34
 RESOLVE_FAILED = 35
 SNAPSHOTS_STALE = 40
+INTERRUPTED = 130
 SEVERAL_ERRORS = 255
 
 EXIT_CODES: dict[int, str] = {
     OK: "success (for `check`: every image is current)",
     UPDATES_PENDING: "`check` only: at least one service has an image whose digest moved",
-    USAGE: "bad command line, or a subcommand without the cli extra installed",
+    USAGE: "bad command line, a subcommand without the cli extra installed, or a `rollback` that cannot be "
+           "done as asked (nothing to roll back to, no earlier pin, no terminal to confirm on and no --yes)",
     TOOL_MISSING: "a required tool (skopeo, snapper, compose tool) is missing",
     LOCKED: "another cipug run holds the lock",
     FILE_NOT_FOUND: "a file was not found (config file)",
@@ -47,6 +49,7 @@ EXIT_CODES: dict[int, str] = {
     RESTART_FAILED: "restarting failed or the service did not come up; the old images were put back",
     RESOLVE_FAILED: "a tag could not be resolved (registry unreachable, unknown tag)",
     SNAPSHOTS_STALE: "snapshots missing or older than their max age",
+    INTERRUPTED: "stopped by SIGINT or SIGTERM (a service being changed was put back first)",
     SEVERAL_ERRORS: "several different errors in one run",
 }
 
@@ -71,3 +74,10 @@ def combine_codes(codes: list[int]) -> int:
     if len(failures) == 1:
         return failures.pop()
     return SEVERAL_ERRORS
+
+
+class Interrupted(CipugError):
+    """SIGINT or SIGTERM arrived; raised so a service half-way through an update is put back first."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"stopped by {signal_name}", INTERRUPTED)

@@ -1,0 +1,423 @@
+"""The cipug benchmark (issue 6): lookups one after another, in parallel, with HEAD requests, and from the cache.
+
+    python3 bench/run.py [--services 50] [--large-services 500] [--repeat 5] [--latency-ms 25] [--quick] [--json]
+
+Starts a loopback docker-registry, pushes one tiny image (made offline) and
+mounts it into `--large-services` repositories, and puts a latency proxy in
+front of the registry. Every service's .env names its own repository through
+the proxy. cipug runs as `python -m cipug`, as the timer runs it, with
+restarts, snapshots, pulls and pruning off.
+
+Every measured run starts from the state an hourly timer nearly always meets:
+each .env already holds the HASHED line its tag resolves to (written by a
+priming run of cipug itself), so a run looks everything up and writes nothing.
+The lookups are the same as on a first run, and every run does the same work;
+a run that changes a .env file counts as failed.
+
+Needs root and what tests/run installs (docker-registry, skopeo, podman,
+busybox-static); Linux >= 5.3 for pidfd. Exits 0 when every configuration ran
+(whether or not the targets were met), 1 when one failed, 2 when the set-up did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import operator
+import os
+import platform
+import select
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import realstack  # noqa: E402
+from cipug.config import SETTINGS_BY_NAME  # noqa: E402
+from latency_proxy import LatencyProxy  # noqa: E402
+
+DEFAULT_WORKERS = SETTINGS_BY_NAME["RESOLVE_WORKERS"].default
+TAG = "latest"
+# Long enough that nothing primed expires during a benchmark.
+CACHE_YEAR = str(365 * 24 * 3600)
+RUN_TIMEOUT = 600.0
+HTTP_TIMEOUT = 30.0
+MB = 1_000_000
+COMPARE = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+# The update run's side effects, all off: only the lookups are measured.
+QUIET_SETTINGS = {
+    "SERVICE_STOP_START": "false",
+    "SERVICE_SNAPSHOT": "false",
+    "SERVICE_PULL": "false",
+    "PRUNE_IMAGES": "false",
+    "VERBOSITY": "1",
+}
+
+
+class BenchError(Exception):
+    """The set-up failed; nothing could be measured."""
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def replicate(registry_host: str, source: str, names: list[str]) -> None:
+    """Push `source`:latest as `name`:latest for every name: blobs mounted across repositories, manifest copied.
+
+    One skopeo copy per repository would take minutes for 500; these are three small requests each.
+    """
+    connection = http.client.HTTPConnection(registry_host, timeout=HTTP_TIMEOUT)
+
+    def request(method: str, path: str, expected: int, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        response.read()  # keep-alive needs every body read
+        if response.status != expected:
+            raise BenchError(f"{method} {path} on {registry_host}: HTTP {response.status}, expected {expected}")
+        return response
+
+    try:
+        connection.request("GET", f"/v2/{source}/manifests/{TAG}", headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        response = connection.getresponse()
+        manifest = response.read()
+        if response.status != 200:
+            raise BenchError(f"GET manifest of {source}: HTTP {response.status}")
+        media_type = response.getheader("Content-Type")
+        document = json.loads(manifest)
+        blobs = [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
+        for name in names:
+            for digest in blobs:
+                request("POST", f"/v2/{name}/blobs/uploads/?mount={digest}&from={source}", 201)
+            request("PUT", f"/v2/{name}/manifests/{TAG}", 201, manifest, {"Content-Type": media_type})
+    finally:
+        connection.close()
+
+
+class ServicesRoot:
+    """Service folders with one TAGGED image each, and the .env texts every measured run must leave alone."""
+
+    def __init__(self, path: Path, references: list[str]) -> None:
+        self.path = path
+        self.env_files: list[Path] = []
+        for number, reference in enumerate(references):
+            folder = path / f"svc{number:03d}"
+            folder.mkdir(parents=True)
+            (folder / "compose.yml").write_text("services:\n  app:\n    image: ${SERVICE_APP_IMAGE_HASHED}\n")
+            env_file = folder / ".env"
+            env_file.write_text(f"SERVICE_APP_IMAGE_TAGGED={reference}\n")
+            self.env_files.append(env_file)
+        self.steady: dict[Path, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.env_files)
+
+    def keep_steady(self) -> None:
+        """Remember the current .env texts (after priming) as what every run must leave."""
+        self.steady = {path: path.read_text() for path in self.env_files}
+        unpinned = [path for path, text in self.steady.items() if "_IMAGE_HASHED=" not in text]
+        if unpinned:
+            raise BenchError(f"priming left {len(unpinned)} .env files without a HASHED line, e.g. {unpinned[0]}")
+
+    def changed(self) -> list[Path]:
+        return [path for path, text in self.steady.items() if path.read_text() != text]
+
+    def restore(self) -> None:
+        for path in self.changed():
+            path.write_text(self.steady[path])
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float  # user + system of the whole process tree
+    max_rss_kib: int  # of the largest single process in the tree (wait4's ru_maxrss)
+    requests: Counter[str]
+
+
+@dataclass
+class Case:
+    key: str
+    label: str
+    argv: list[str]
+    env: dict[str, str]
+    root: ServicesRoot | None = None
+    samples: list[Sample] = field(default_factory=list)
+    failure: str | None = None
+
+    def median(self) -> float | None:
+        return statistics.median(sample.wall for sample in self.samples) if self.samples else None
+
+    def most_requests(self, key: str) -> int:
+        return max((sample.requests[key] for sample in self.samples), default=0)
+
+
+def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[int, Sample]:
+    """Run argv to completion; its exit code, wall time and the rusage of its process tree."""
+    with log_path.open("ab") as output:
+        start = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT)
+        # A pidfd waits with a timeout and cannot signal a reused pid.
+        pidfd = os.pidfd_open(process.pid)
+        try:
+            ready, _, _ = select.select([pidfd], [], [], RUN_TIMEOUT)
+            if not ready:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            # wait4 rather than Popen.wait: the child's own rusage, not the sum over all children so far.
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - start
+        finally:
+            os.close(pidfd)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    return process.returncode, Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, Counter())
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_case(case: Case, proxy: LatencyProxy, logs: Path) -> None:
+    log_path = logs / f"{case.key}.log"
+    proxy.take_counts()
+    code, sample = measure(case.argv, case.env, log_path)
+    sample.requests = proxy.take_counts()
+    if code != 0:
+        case.failure = f"exited {code}:\n{tail(log_path)}"
+    elif case.root is not None and case.root.changed():
+        case.failure = (f"changed {len(case.root.changed())} .env files (resolved other digests than priming)"
+                        f"\n{tail(log_path)}")
+        case.root.restore()
+    else:
+        case.samples.append(sample)
+
+
+def prime(cipug: realstack.Cipug, root: ServicesRoot, cache: Path, proxy: LatencyProxy, logs: Path) -> None:
+    """Resolve every tag once with latency off: writes the HASHED lines and fills the cache."""
+    delay, proxy.delay = proxy.delay, 0.0
+    try:
+        log_path = logs / f"prime-{len(root)}.log"
+        env = cipug.env(CACHE_DURATION=CACHE_YEAR, CACHE_LOCATION=str(cache))
+        code, sample = measure([sys.executable, "-m", "cipug"], env, log_path)
+    finally:
+        proxy.delay = delay
+    if code != 0:
+        raise BenchError(f"priming {len(root)} services exited {code}:\n{tail(log_path)}")
+    log(f"primed {len(root)} services in {sample.wall:.1f} s")
+    root.keep_steady()
+
+
+def machine() -> dict[str, object]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for tool in ("skopeo", "docker-registry"):
+        result = realstack.run([tool, "--version"], check=False)
+        versions[tool] = result.stdout.strip() or result.stderr.strip()
+    return {
+        "cpus": len(os.sched_getaffinity(0)),  # what nproc prints
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "kernel": platform.release(),
+        **versions,
+    }
+
+
+def evaluate(cases: dict[str, Case]) -> list[dict[str, object]]:
+    """The issue's targets, each with its measured value and whether it passes (None: not measured)."""
+    baseline = cases["baseline"].median()
+
+    def speedup(key: str) -> float | None:
+        median = cases[key].median()
+        return baseline / median if baseline and median else None
+
+    def ratio(key: str, reference: str) -> float | None:
+        median, other = cases[key].median(), cases[reference].median()
+        return median / other if median and other else None
+
+    registry = cases["registry"]
+    manifest_gets = sum(sample.requests["GET manifest"] for sample in registry.samples) if registry.samples else None
+    large = cases.get("warm_large")
+    peak = max(sample.max_rss_kib for sample in large.samples) * 1024 / MB if large and large.samples else None
+    targets = [
+        ("skopeo, default workers: >= 5x the sequential baseline", speedup("skopeo"), ">=", 5.0, "x"),
+        ("registry resolver: >= 15x the sequential baseline", speedup("registry"), ">=", 15.0, "x"),
+        ("registry resolver: 0 manifest GETs", manifest_gets, "<=", 0, "GETs"),
+        ("warm cache: <= 2x a bare `python3 -c pass`", ratio("warm", "python"), "<=", 2.0, "x"),
+    ]
+    if large is not None:
+        targets.append((f"warm cache, {len(large.root)} services: peak RSS < 40 MB", peak, "<", 40.0, "MB"))
+    return [{"target": name, "value": value, "limit": limit, "unit": unit,
+             "pass": None if value is None else COMPARE[compare](value, limit)}
+            for name, value, compare, limit, unit in targets]
+
+
+def report(cases: dict[str, Case], targets: list[dict[str, object]], info: dict[str, object],
+           parameters: dict[str, object]) -> dict[str, object]:
+    baseline = cases["baseline"].median()
+    configurations = {}
+    for key, case in cases.items():
+        median = case.median()
+        configurations[key] = {
+            "label": case.label,
+            "services": len(case.root) if case.root else None,
+            "failure": case.failure,
+            "median_wall_s": median,
+            "speedup": baseline / median if baseline and median and key in ("baseline", "skopeo", "registry") else None,
+            "median_cpu_s": statistics.median(s.cpu for s in case.samples) if case.samples else None,
+            "peak_rss_mb": max(s.max_rss_kib for s in case.samples) * 1024 / MB if case.samples else None,
+            "requests_per_run": {key: case.most_requests(key)
+                                 for key in sorted(set().union(*(s.requests for s in case.samples)))},
+            "runs": [{"wall_s": s.wall, "cpu_s": s.cpu, "max_rss_kib": s.max_rss_kib, "requests": dict(s.requests)}
+                     for s in case.samples],
+        }
+    return {"machine": info, "parameters": parameters, "configurations": configurations, "targets": targets}
+
+
+def table(result: dict[str, object]) -> str:
+    info, parameters = result["machine"], result["parameters"]
+    lines = [
+        f"cipug benchmark: {parameters['services']} services, {2 * parameters['latency_ms']:g} ms round trip "
+        f"({parameters['latency_ms']:g} ms each way), median of {parameters['repeat']} run(s)",
+        f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, Python {info['python']}, "
+        f"{info['skopeo']}, {info['docker-registry']}",
+        "",
+        f"{'configuration':<40} {'wall s':>8} {'speed-up':>9} {'CPU s':>7} {'peak MB':>8} "
+        f"{'manifest GET/HEAD':>18} {'conns':>6} {'requests':>9}",
+    ]
+    for entry in result["configurations"].values():
+        requests = entry["requests_per_run"]
+        if entry["failure"] and not entry["runs"]:
+            lines.append(f"{entry['label']:<40} FAILED: {entry['failure'].splitlines()[0]}")
+            continue
+        speedup = f"{entry['speedup']:.1f}x" if entry["speedup"] else ""
+        manifests = f"{requests.get('GET manifest', 0)}/{requests.get('HEAD manifest', 0)}"
+        total = sum(count for key, count in requests.items() if key != "connection")
+        lines.append(
+            f"{entry['label']:<40} {entry['median_wall_s']:>8.3f} {speedup:>9} {entry['median_cpu_s']:>7.2f} "
+            f"{entry['peak_rss_mb']:>8.1f} {manifests:>18} {requests.get('connection', 0):>6} {total:>9}"
+        )
+    lines += ["", "requests are per run, counted at the proxy; peak MB is the largest single process "
+              "(with skopeo, often a skopeo child)", "", "targets:"]
+    for target in result["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "FAIL (not measured)"}[target["pass"]]
+        value = "" if target["value"] is None else f" (measured {target['value']:.2f} {target['unit']})"
+        lines.append(f"  {verdict:<5} {target['target']}{value}")
+    failures = [f"{entry['label']}: {entry['failure']}" for entry in result["configurations"].values()
+                if entry["failure"]]
+    if failures:
+        lines += ["", "failures:", *failures]
+    return "\n".join(lines)
+
+
+def bounded(low: int, high: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
+        return value
+    return parse
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=bounded(1, 999), default=50,
+                        help="services (distinct repositories) for the lookup runs (default 50)")
+    parser.add_argument("--large-services", type=bounded(0, 999), default=500,
+                        help="services for the second warm-cache run, 0 to skip it (default 500)")
+    parser.add_argument("--repeat", type=bounded(1, 50), default=5, help="runs per configuration (default 5)")
+    parser.add_argument("--latency-ms", type=bounded(0, 1000), default=25,
+                        help="delay each way at the proxy, in ms (default 25: a 50 ms round trip)")
+    parser.add_argument("--quick", action="store_true", help="one run per configuration (--repeat 1)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parsed = parser.parse_args(argv)
+    if parsed.quick:
+        parsed.repeat = 1
+    return parsed
+
+
+def benchmark(options: argparse.Namespace, workdir: Path) -> tuple[dict[str, Case], dict[str, object]]:
+    logs = workdir / "logs"
+    logs.mkdir()
+    state = workdir / "state"
+    count = max(options.services, options.large_services)
+    with realstack.Registry(workdir / "registry") as registry, \
+            realstack.Containers(workdir / "containers", [registry.host]) as containers, \
+            LatencyProxy(registry.port, options.latency_ms / 1000) as proxy:
+        containers.allow_registry(proxy.host)
+        log(f"registry on {registry.host}, proxy on {proxy.host}; pushing 1 image into {count} repositories")
+        containers.push_image(f"{registry.host}/bench/base:{TAG}")
+        names = [f"bench/svc{number:03d}" for number in range(count)]
+        replicate(registry.host, "bench/base", names)
+        references = [f"{proxy.host}/{name}:{TAG}" for name in names]
+
+        small = ServicesRoot(workdir / "services", references[: options.services])
+        small_cipug = realstack.Cipug(containers, small.path, state, **QUIET_SETTINGS)
+        prime(small_cipug, small, state / "warm-small.json", proxy, logs)
+        cipug = [sys.executable, "-m", "cipug"]
+        cold = {"CACHE_DURATION": "0", "CACHE_LOCATION": str(state / "cold.json")}
+        warm_env = small_cipug.env(CACHE_DURATION=CACHE_YEAR, CACHE_LOCATION=str(state / "warm-small.json"))
+        cases = [
+            Case("baseline", "skopeo, 1 worker (baseline)", cipug,
+                 small_cipug.env(**cold, RESOLVER="skopeo", RESOLVE_WORKERS="1"), small),
+            Case("skopeo", f"skopeo, {DEFAULT_WORKERS} workers", cipug, small_cipug.env(**cold, RESOLVER="skopeo"), small),
+            Case("registry", f"registry resolver, {DEFAULT_WORKERS} workers", cipug,
+                 small_cipug.env(**cold, RESOLVER="registry", REGISTRY_INSECURE_HOSTS=proxy.host), small),
+            Case("warm", f"warm cache, {len(small)} services", cipug, warm_env, small),
+        ]
+        if options.large_services:
+            large = ServicesRoot(workdir / "services-large", references[: options.large_services])
+            large_cipug = realstack.Cipug(containers, large.path, state, **QUIET_SETTINGS)
+            prime(large_cipug, large, state / "warm-large.json", proxy, logs)
+            cases.append(Case("warm_large", f"warm cache, {len(large)} services", cipug,
+                              large_cipug.env(CACHE_DURATION=CACHE_YEAR, CACHE_LOCATION=str(state / "warm-large.json")),
+                              large))
+        cases.append(Case("python", "bare `python3 -c pass`", [sys.executable, "-c", "pass"], warm_env))
+
+        # Rounds rather than one configuration after another: drift on the machine hits all alike.
+        for round_number in range(options.repeat):
+            log(f"round {round_number + 1} of {options.repeat}")
+            for case in cases:
+                if case.failure is None:
+                    run_case(case, proxy, logs)
+    return {case.key: case for case in cases}, machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = arguments(argv)
+    parameters = {"services": options.services, "large_services": options.large_services,
+                  "repeat": options.repeat, "latency_ms": options.latency_ms,
+                  "default_workers": int(DEFAULT_WORKERS)}
+    try:
+        with tempfile.TemporaryDirectory(prefix="cipug-bench-") as workdir:
+            cases, info = benchmark(options, Path(workdir))
+    except (BenchError, realstack.StackError, OSError, subprocess.TimeoutExpired) as error:
+        log(f"set-up failed: {error}")
+        return 2
+    result = report(cases, evaluate(cases), info, parameters)
+    print(json.dumps(result, indent=2) if options.json else table(result))
+    return 1 if any(case.failure for case in cases.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""One cipug run at a time: an exclusive flock on a file next to the cache."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import errors
+from .errors import CipugError
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold the lock `path` for the `with` block; fail at once if another process holds it.
+
+    The file is never deleted: a process could lock the old file just before
+    another removes it and a third creates a new one, and two runs would go ahead.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # CLOEXEC: compose and podman started during the run must not inherit and keep the lock.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        # Not LOCKED: a timer treats 11 as "try later", but this will not go away by itself.
+        raise CipugError(
+            f"cannot open the lock file {path} (next to CACHE_LOCATION): {error.strerror}", errors.INVALID_VALUE
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CipugError(
+                f"another cipug run holds the lock {path}; try again when it has finished", errors.LOCKED
+            ) from None
+        except OSError as error:
+            raise CipugError(f"cannot lock {path}: {error.strerror}", errors.INVALID_VALUE) from None
+        yield
+    finally:
+        # Closing the only descriptor releases the lock.
+        os.close(fd)

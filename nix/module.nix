@@ -1,0 +1,499 @@
+# NixOS module: services.cipug, a systemd timer that keeps the container images
+# of compose services pinned to digests and up to date.
+#
+# The flake's `nixosModules.default` imports this file and sets
+# `services.cipug.package`; imported on its own, set that option yourself.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) mkOption types;
+
+  cfg = config.services.cipug;
+  settings = cfg.settings;
+
+  settingsFormat = pkgs.formats.json { };
+
+  # Every setting cipug reads from its config file (cipug/config.py, SETTINGS).
+  # tests/test_nix.py checks that this list matches cipug's exactly.
+  knownSettings = [
+    "SERVICES_ROOT"
+    "SERVICES_FILTER"
+    "SERVICES_FILTER_EXCLUDE"
+    "COMPOSE_FILE_NAME"
+    "ENV_FILE_NAME"
+    "COMPOSE_TOOL"
+    "CONTAINER_TOOL"
+    "SERVICE_STOP_START"
+    "STOP_START_METHOD"
+    "SERVICE_SNAPSHOT"
+    "SERVICE_PULL"
+    "PRUNE_IMAGES"
+    "VERBOSITY"
+    "CACHE_DURATION"
+    "CACHE_LOCATION"
+    "SNAPSHOTS_DIR_SNAPPER"
+    "SNAPSHOTS_DIR_BTRBK"
+    "SNAPSHOTS_MAX_AGE_SNAPPER"
+    "SNAPSHOTS_MAX_AGE_BTRBK"
+    "SKOPEO_TOOL"
+    "SNAPPER_TOOL"
+    "RESOLVE_WORKERS"
+    "RESOLVER"
+    "REGISTRY_INSECURE_HOSTS"
+    "REGISTRY_TIMEOUT"
+    "REGISTRY_FALLBACK"
+    "AUTO_ROLLBACK"
+    "HEALTH_TIMEOUT"
+    "HISTORY_FILE"
+  ];
+  unknownSettings = lib.subtractLists knownSettings (lib.attrNames settings);
+
+  # A folder outside the Nix store, given as a string: a Nix path value would be
+  # copied into the store, which is read-only and world-readable.
+  externalPath = types.pathWith {
+    absolute = true;
+    inStore = false;
+  };
+
+  # Null values stand for "cipug's own default" and are left out of the file.
+  configFile = settingsFormat.generate "cipug.json" (lib.filterAttrs (_: v: v != null) settings);
+
+  # The program a command-line setting runs: "docker compose" -> "docker".
+  programOf =
+    command:
+    let
+      words = lib.filter (word: word != "") (lib.splitString " " command);
+    in
+    if words == [ ] then "" else baseNameOf (lib.head words);
+  composeProgram = programOf settings.COMPOSE_TOOL;
+  containerProgram = programOf settings.CONTAINER_TOOL;
+
+  usesPodman = lib.elem composeProgram [ "podman-compose" "podman" ] || containerProgram == "podman";
+  usesDocker = lib.elem composeProgram [ "docker-compose" "docker" ] || containerProgram == "docker";
+
+  # Podman and Docker as the system configures them (virtualisation.*), so the
+  # service sees the same runtimes, storage and networks as an admin's shell.
+  podmanPackage = config.virtualisation.podman.package;
+  dockerPackage = config.virtualisation.docker.package;
+
+  toolPackages =
+    [ pkgs.skopeo ]
+    ++ lib.optional settings.SERVICE_SNAPSHOT pkgs.snapper
+    ++ lib.optional (lib.elem composeProgram [ "podman-compose" "podman" ]) pkgs.podman-compose
+    ++ lib.optional (composeProgram == "docker-compose") pkgs.docker-compose
+    ++ lib.optional usesPodman podmanPackage
+    ++ lib.optional usesDocker dockerPackage
+    ++ lib.optional (settings.STOP_START_METHOD != "compose") config.systemd.package;
+
+  # `cipug` for an admin's shell: the service's settings, state, cache and tools,
+  # so `cipug check`, `cipug history` and `cipug rollback` see what the timer did.
+  cipugCommand = pkgs.writeShellScriptBin "cipug" ''
+    export CIPUG_CONFIG_FILE="''${CIPUG_CONFIG_FILE:-${configFile}}"
+    export STATE_DIRECTORY="''${STATE_DIRECTORY:-/var/lib/cipug}"
+    export CACHE_DIRECTORY="''${CACHE_DIRECTORY:-/var/cache/cipug}"
+    export PATH="${lib.makeBinPath cfg.path}''${PATH:+:$PATH}"
+    exec ${lib.getExe cfg.package} "$@"
+  '';
+
+  snapperConfigs = config.services.snapper.configs;
+  servicesRoot = if settings.SERVICES_ROOT == null then "" else lib.removeSuffix "/" settings.SERVICES_ROOT;
+  snapperConfigsUnderRoot = lib.filterAttrs (
+    _: snapperConfig: lib.hasPrefix "${servicesRoot}/" (toString (snapperConfig.SUBVOLUME or ""))
+  ) snapperConfigs;
+
+  boolSetting =
+    default: description:
+    mkOption {
+      type = types.bool;
+      inherit default description;
+    };
+in
+{
+  options.services.cipug = {
+    enable = lib.mkEnableOption ''
+      cipug, which resolves the `SERVICE_*_IMAGE_TAGGED` entries in each
+      service's `.env` to digests, snapshots the service folder with snapper,
+      writes the `SERVICE_*_IMAGE_HASHED` entries, pulls and restarts the
+      services whose images changed; on a systemd timer'';
+
+    package = mkOption {
+      type = types.package;
+      description = ''
+        The cipug package the service runs.
+
+        The flake's `nixosModules.default` sets this (with `lib.mkDefault`) to
+        the flake's own build for the host platform, so there is nothing to do
+        when you import that module. When you import `nix/module.nix` directly,
+        set it yourself, for example to `pkgs.cipug` with the flake's
+        `overlays.default` applied.
+      '';
+    };
+
+    settings = mkOption {
+      default = { };
+      description = ''
+        cipug's settings. They are written to a JSON file in the Nix store whose
+        path the service gets as `CIPUG_CONFIG_FILE`; keys are cipug's setting
+        names without the `CIPUG_` prefix.
+
+        The settings below are declared with their types and cipug's defaults
+        (those defaults are written to the file too). Every other setting cipug
+        knows can be given as well and is passed on as it is:
+        ${lib.concatMapStringsSep ", " (name: "`${name}`") knownSettings}.
+        A name cipug does not know fails the evaluation, since cipug would
+        refuse the file.
+
+        The file is world-readable in the Nix store: put nothing secret here;
+        use {option}`services.cipug.environmentFile` instead. Variables
+        `CIPUG_<NAME>` in that file take precedence over these settings.
+
+        Defaults worth knowing under this service: `CACHE_LOCATION` is
+        `/var/cache/cipug/cache.json` and `HISTORY_FILE` is
+        `/var/lib/cipug/history.jsonl` (systemd's `CacheDirectory` and
+        `StateDirectory`).
+      '';
+      example = lib.literalExpression ''
+        {
+          SERVICES_ROOT = "/srv/services";
+          SERVICES_FILTER_EXCLUDE = [ "legacy-app" ];
+          COMPOSE_TOOL = "docker compose";
+          CONTAINER_TOOL = "docker";
+          SNAPSHOTS_DIR_SNAPPER = ".snapshots";
+        }
+      '';
+      type = types.submodule {
+        freeformType = settingsFormat.type;
+
+        options = {
+          SERVICES_ROOT = mkOption {
+            type = types.nullOr externalPath;
+            default = null;
+            example = "/srv/services";
+            description = ''
+              The folder holding one folder per service (ideally each a btrfs
+              subvolume with its own snapper config). A folder is a service
+              when it holds both `COMPOSE_FILE_NAME` and `ENV_FILE_NAME`.
+              Required; an absolute path outside the Nix store, as a string.
+            '';
+          };
+
+          SERVICES_FILTER = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            example = [
+              "nextcloud"
+              "gitea"
+            ];
+            description = "Service folder names to include; empty means all of them.";
+          };
+
+          SERVICES_FILTER_EXCLUDE = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            example = [ "legacy-app" ];
+            description = "Service folder names to skip.";
+          };
+
+          COMPOSE_FILE_NAME = mkOption {
+            type = types.str;
+            default = "compose.yml";
+            example = "docker-compose.yml";
+            description = "Name of the compose file in each service folder.";
+          };
+
+          ENV_FILE_NAME = mkOption {
+            type = types.str;
+            default = ".env";
+            description = ''
+              Name of the env file in each service folder, holding the
+              `SERVICE_<NAME>_IMAGE_TAGGED` entries cipug resolves and the
+              `SERVICE_<NAME>_IMAGE_HASHED` entries it writes.
+            '';
+          };
+
+          COMPOSE_TOOL = mkOption {
+            type = types.str;
+            default = "podman-compose";
+            example = "docker compose";
+            description = ''
+              The compose command, split on spaces: `podman-compose`,
+              `docker-compose` or `docker compose`. The module puts the
+              matching packages on the service's PATH: podman-compose and
+              podman for `podman-compose`; docker-compose for `docker-compose`;
+              docker (`virtualisation.docker.package`) for `docker compose`.
+              For another command, add its package to
+              {option}`services.cipug.path`.
+            '';
+          };
+
+          CONTAINER_TOOL = mkOption {
+            type = types.str;
+            default = "podman";
+            example = "docker";
+            description = ''
+              The container command cipug uses to prune images and to watch
+              restarted containers come up. Set it to `docker` when the
+              compose tool is Docker's.
+            '';
+          };
+
+          SERVICE_STOP_START = boolSetting true "Whether to restart the services whose images changed.";
+
+          STOP_START_METHOD = mkOption {
+            type = types.enum [
+              "compose"
+              "systemd-system"
+              "systemd-user"
+            ];
+            default = "compose";
+            description = ''
+              How a changed service is restarted: `compose` runs the compose
+              tool's `down` and `up -d` in the service folder; `systemd-system`
+              and `systemd-user` run `systemctl [--user] restart
+              <compose-tool>@<service>`, for services managed by such template
+              units.
+            '';
+          };
+
+          SERVICE_SNAPSHOT = boolSetting true ''
+            Whether to take a snapper snapshot of a service folder before
+            changing it. Each service folder then needs a snapper config whose
+            `SUBVOLUME` is that folder, in {option}`services.snapper.configs`.
+          '';
+
+          SERVICE_PULL = boolSetting true "Whether to pull the new images before restarting, so the downtime stays short.";
+
+          PRUNE_IMAGES = boolSetting true "Whether to prune unused images once per run when something changed.";
+
+          AUTO_ROLLBACK = boolSetting true ''
+            Whether to put the previous images back when a restarted service
+            does not come up (running, and healthy where it has a health check)
+            within `HEALTH_TIMEOUT` seconds.
+          '';
+
+          HEALTH_TIMEOUT = mkOption {
+            type = types.ints.between 0 3600;
+            default = 60;
+            description = "Seconds to wait for restarted containers to run and be healthy; 0 does not wait.";
+          };
+
+          VERBOSITY = mkOption {
+            type = types.ints.between 0 3;
+            default = 1;
+            description = "How much cipug logs: 0 errors only, 1 normal, 2 verbose, 3 very verbose.";
+          };
+
+          CACHE_DURATION = mkOption {
+            type = types.ints.unsigned;
+            default = 3600;
+            description = "Seconds a resolved digest is reused; 0 disables the cache.";
+          };
+
+          RESOLVER = mkOption {
+            type = types.enum [
+              "skopeo"
+              "registry"
+            ];
+            default = "skopeo";
+            description = ''
+              How tags are resolved to digests: `skopeo` runs `skopeo inspect`;
+              `registry` sends HTTP HEAD requests, which do not count against
+              Docker Hub's pull quota, and falls back to skopeo for what it
+              cannot do itself.
+            '';
+          };
+        };
+      };
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr externalPath;
+      default = null;
+      example = "/run/secrets/cipug.env";
+      description = ''
+        A file of `NAME=value` lines the service reads at start (systemd's
+        `EnvironmentFile`), for what must not go into the world-readable Nix
+        store: for example `REGISTRY_AUTH_FILE=/run/secrets/registry-auth.json`
+        for skopeo and podman, or `CIPUG_*` variables, which take precedence
+        over {option}`services.cipug.settings`. Give it as a string: it is
+        read at run time and never copied into the store.
+      '';
+    };
+
+    path = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      example = lib.literalExpression "[ pkgs.gzip ]";
+      description = ''
+        Packages on the service's PATH, in addition to the ones the module adds
+        from the settings: skopeo always; snapper when `SERVICE_SNAPSHOT` is
+        on; podman-compose and podman, docker-compose, or docker as
+        `COMPOSE_TOOL` and `CONTAINER_TOOL` say; systemd for the systemd
+        `STOP_START_METHOD`s. Podman and Docker are taken from
+        `virtualisation.podman.package` and `virtualisation.docker.package`.
+        Definitions here are added to that list; use `lib.mkForce` to replace
+        it entirely.
+      '';
+    };
+
+    dates = mkOption {
+      type = types.either types.str (types.listOf types.str);
+      default = "daily";
+      example = "*-*-* 04:00:00";
+      description = ''
+        When cipug runs: one or more calendar events in the format of
+        {manpage}`systemd.time(7)` (the timer's `OnCalendar`). Changed
+        services are restarted at that time, so pick a maintenance window.
+      '';
+    };
+
+    randomizedDelaySec = mkOption {
+      type = types.str;
+      default = "0";
+      example = "45min";
+      description = ''
+        A random delay, up to this time span ({manpage}`systemd.time(7)`), added
+        to each run (the timer's `RandomizedDelaySec`). The default `"0"` keeps
+        runs, and therefore restarts, at exactly the times in
+        {option}`services.cipug.dates`; set a delay to spread many machines'
+        requests to the same registries.
+      '';
+    };
+
+    fixedRandomDelay = mkOption {
+      type = types.bool;
+      default = false;
+      example = true;
+      description = ''
+        Whether the random delay is the same for every run on this machine
+        (the timer's `FixedRandomDelay`), so runs stay a fixed interval apart.
+      '';
+    };
+
+    persistent = mkOption {
+      type = types.bool;
+      default = true;
+      example = false;
+      description = ''
+        Whether a run missed while the machine was off happens as soon as it
+        is on again (the timer's `Persistent`), still subject to
+        {option}`services.cipug.randomizedDelaySec`.
+      '';
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = settings.SERVICES_ROOT != null;
+        message = ''
+          services.cipug.settings.SERVICES_ROOT must be set: the folder holding one folder per service, for example "/srv/services".
+        '';
+      }
+      {
+        assertion = unknownSettings == [ ];
+        message = ''
+          services.cipug.settings has ${lib.concatStringsSep ", " unknownSettings}, which cipug does not know (it would refuse the config file). cipug's settings are: ${lib.concatStringsSep ", " knownSettings}.
+        '';
+      }
+    ];
+
+    warnings =
+      lib.optional (settings.SERVICE_SNAPSHOT && snapperConfigs == { }) ''
+        services.cipug.settings.SERVICE_SNAPSHOT is on, but services.snapper.configs is empty: cipug takes a snapshot of each service folder before changing it and needs a snapper config per service subvolume, for example services.snapper.configs.nextcloud.SUBVOLUME = "${
+          if servicesRoot == "" then "/srv/services" else servicesRoot
+        }/nextcloud" (NixOS sets up snapper's D-Bus service only when a config exists). Without them every changed service fails. Set SERVICE_SNAPSHOT = false to update without snapshots.
+      ''
+      ++
+        lib.optional
+          (
+            settings.SERVICE_SNAPSHOT
+            && snapperConfigs != { }
+            && servicesRoot != ""
+            && snapperConfigsUnderRoot == { }
+          )
+          ''
+            services.cipug.settings.SERVICE_SNAPSHOT is on, but no snapper config in services.snapper.configs has a SUBVOLUME inside ${servicesRoot}: cipug needs one per service folder, for example services.snapper.configs.nextcloud.SUBVOLUME = "${servicesRoot}/nextcloud".
+          ''
+      ++ lib.optional (usesPodman && !config.virtualisation.podman.enable) ''
+        services.cipug uses podman (COMPOSE_TOOL "${settings.COMPOSE_TOOL}", CONTAINER_TOOL "${settings.CONTAINER_TOOL}"), but virtualisation.podman.enable is off: podman then lacks the /etc/containers configuration NixOS provides. Enable it, or set COMPOSE_TOOL and CONTAINER_TOOL for Docker.
+      ''
+      ++ lib.optional (usesDocker && !config.virtualisation.docker.enable) ''
+        services.cipug uses docker (COMPOSE_TOOL "${settings.COMPOSE_TOOL}", CONTAINER_TOOL "${settings.CONTAINER_TOOL}"), but virtualisation.docker.enable is off, so there is no Docker daemon to talk to.
+      ''
+      ++
+        lib.optional
+          (lib.elem composeProgram [ "docker-compose" "docker" ] && containerProgram == "podman")
+          ''
+            services.cipug.settings.COMPOSE_TOOL is "${settings.COMPOSE_TOOL}" but CONTAINER_TOOL is "podman": cipug would prune images and watch restarted containers with podman, not where Docker runs them. Set services.cipug.settings.CONTAINER_TOOL = "docker" (unless docker is podman's Docker compatibility).
+          '';
+
+    # Added to whatever else is defined for services.cipug.path.
+    services.cipug.path = toolPackages;
+
+    # For an admin's shell; high priority so it wins over a plain cipug package.
+    environment.systemPackages = [ (lib.hiPrio cipugCommand) ];
+
+    systemd.services.cipug = {
+      description = "cipug: pin and update the container images of compose services";
+      after = [ "network-online.target" ] ++ lib.optional usesDocker "docker.service";
+      wants = [ "network-online.target" ];
+      path = cfg.path;
+
+      environment = {
+        CIPUG_CONFIG_FILE = configFile;
+        # Python buffers stdout when it is not a terminal: without this, the
+        # journal gets cipug's lines late and out of order with its errors.
+        PYTHONUNBUFFERED = "1";
+      };
+
+      # A run in progress is neither restarted by `nixos-rebuild switch` nor
+      # stopped when the unit disappears from the configuration: stopping it
+      # between writing .env and restarting a service would leave that service
+      # half-updated.
+      restartIfChanged = false;
+      unitConfig.X-StopOnRemoval = false;
+
+      # No sandboxing (PrivateTmp, ProtectSystem, ProtectHome, PrivateDevices,
+      # ProtectKernel*, ProtectControlGroups, ProtectHostname, NoNewPrivileges,
+      # SystemCallFilter, RestrictNamespaces, RestrictAddressFamilies,
+      # CapabilityBoundingSet, LockPersonality, MemoryDenyWriteExecute, Nice,
+      # IOSchedulingClass, ...): podman has no daemon, so the containers cipug
+      # restarts are children of this service and inherit its mount namespace,
+      # seccomp filters, capability bounding set and scheduling priority for
+      # their whole life. Any of these would break or weaken the containers,
+      # not cipug. cipug itself runs as root because root podman, snapper and
+      # the service folders need it.
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = lib.getExe cfg.package;
+        # /var/lib/cipug (history.jsonl) and /var/cache/cipug (cache.json and
+        # the lock), found by cipug through $STATE_DIRECTORY/$CACHE_DIRECTORY.
+        # Mode 0700: only root may read the history or plant cache entries.
+        StateDirectory = "cipug";
+        StateDirectoryMode = "0700";
+        CacheDirectory = "cipug";
+        CacheDirectoryMode = "0700";
+      }
+      // lib.optionalAttrs (cfg.environmentFile != null) {
+        EnvironmentFile = cfg.environmentFile;
+      };
+    };
+
+    systemd.timers.cipug = {
+      description = "Run cipug on schedule";
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = cfg.dates;
+        RandomizedDelaySec = cfg.randomizedDelaySec;
+        FixedRandomDelay = cfg.fixedRandomDelay;
+        Persistent = cfg.persistent;
+      };
+    };
+  };
+}

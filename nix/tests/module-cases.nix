@@ -1,0 +1,418 @@
+# Evaluation tests of services.cipug, shared by the flake check `module-eval`
+# (real NixOS, nix/tests/module-eval.nix) and tests/test_nix.py (stand-ins).
+#
+#   evalConfig: list of NixOS modules -> config, with the cipug module and its
+#               package already in place
+#   pkgs:       the package set that evaluation uses
+#
+# Returns `tests` (lib.runTests cases: { expr; expected; }) and `jsonFiles`
+# ({ file; expected; }: a generated config file and the JSON it must hold;
+# each runner reads the file its own way).
+{
+  lib,
+  pkgs,
+  evalConfig,
+}:
+
+let
+  root = "/srv/services";
+
+  # Enabled, with the one required setting, plus the case's own modules.
+  cipug =
+    modules:
+    evalConfig (
+      [
+        {
+          services.cipug.enable = true;
+          services.cipug.settings.SERVICES_ROOT = lib.mkDefault root;
+        }
+      ]
+      ++ modules
+    );
+  withSettings = settings: cipug [ { services.cipug.settings = settings; } ];
+
+  service = config: config.systemd.services.cipug;
+  timer = config: config.systemd.timers.cipug;
+  inPath = pkg: config: lib.elem pkg (service config).path;
+
+  mentionsCipug = lib.hasInfix "services.cipug";
+  failedAssertions =
+    config:
+    map (a: a.message) (lib.filter (a: mentionsCipug a.message && !a.assertion) config.assertions);
+  cipugWarnings = config: lib.filter mentionsCipug config.warnings;
+  anyMentions = text: lib.any (lib.hasInfix text);
+
+  # True when evaluating the value fails (a type error or a throw).
+  fails = value: !(builtins.tryEval (builtins.deepSeq value value)).success;
+
+  plain = cipug [ ];
+  podmanOn = cipug [ { virtualisation.podman.enable = true; } ];
+  docker = cipug [
+    {
+      virtualisation.docker.enable = true;
+      services.cipug.settings = {
+        COMPOSE_TOOL = "docker compose";
+        CONTAINER_TOOL = "docker";
+        SERVICE_SNAPSHOT = false;
+      };
+    }
+  ];
+  disabled = evalConfig [ ];
+
+  # The file every enabled configuration gets with no other setting: the
+  # declared settings with cipug's defaults, nothing left as null.
+  defaultJSON = {
+    SERVICES_ROOT = root;
+    SERVICES_FILTER = [ ];
+    SERVICES_FILTER_EXCLUDE = [ ];
+    COMPOSE_FILE_NAME = "compose.yml";
+    ENV_FILE_NAME = ".env";
+    COMPOSE_TOOL = "podman-compose";
+    CONTAINER_TOOL = "podman";
+    SERVICE_STOP_START = true;
+    STOP_START_METHOD = "compose";
+    SERVICE_SNAPSHOT = true;
+    SERVICE_PULL = true;
+    PRUNE_IMAGES = true;
+    AUTO_ROLLBACK = true;
+    HEALTH_TIMEOUT = 60;
+    VERBOSITY = 1;
+    CACHE_DURATION = 3600;
+    RESOLVER = "skopeo";
+  };
+
+  customSettings = {
+    VERBOSITY = 2;
+    SERVICES_FILTER_EXCLUDE = [ "legacy" ];
+    # Undeclared settings are passed on as they are.
+    SNAPSHOTS_DIR_SNAPPER = ".snapshots";
+    REGISTRY_TIMEOUT = 12.5;
+    RESOLVE_WORKERS = 4;
+  };
+in
+{
+  jsonFiles = {
+    default = {
+      file = (service plain).environment.CIPUG_CONFIG_FILE;
+      expected = defaultJSON;
+    };
+    custom = {
+      file = (service (withSettings customSettings)).environment.CIPUG_CONFIG_FILE;
+      expected = defaultJSON // customSettings;
+    };
+  };
+
+  tests = {
+    # The service
+    testServiceIsOneshot = {
+      expr = (service plain).serviceConfig.Type;
+      expected = "oneshot";
+    };
+    testExecStartRunsTheUpdate = {
+      expr = (service plain).serviceConfig.ExecStart;
+      expected = lib.getExe plain.services.cipug.package;
+    };
+    testConfigFileInEnvironment = {
+      expr = lib.hasSuffix "-cipug.json" (toString (service plain).environment.CIPUG_CONFIG_FILE);
+      expected = true;
+    };
+    testUnbufferedOutput = {
+      expr = (service plain).environment.PYTHONUNBUFFERED;
+      expected = "1";
+    };
+    testAfterNetworkOnline = {
+      expr = lib.all (lib.flip lib.elem (service plain).after) [ "network-online.target" ];
+      expected = true;
+    };
+    testWantsNetworkOnline = {
+      expr = lib.elem "network-online.target" (service plain).wants;
+      expected = true;
+    };
+    testNotRestartedBySwitch = {
+      expr = {
+        inherit (service plain) restartIfChanged;
+        stopOnRemoval = (service plain).unitConfig.X-StopOnRemoval;
+      };
+      expected = {
+        restartIfChanged = false;
+        stopOnRemoval = false;
+      };
+    };
+    testStateAndCacheDirectories = {
+      expr = {
+        inherit (service plain).serviceConfig
+          StateDirectory
+          StateDirectoryMode
+          CacheDirectory
+          CacheDirectoryMode
+          ;
+      };
+      expected = {
+        StateDirectory = "cipug";
+        StateDirectoryMode = "0700";
+        CacheDirectory = "cipug";
+        CacheDirectoryMode = "0700";
+      };
+    };
+    testNoEnvironmentFileByDefault = {
+      expr = (service plain).serviceConfig ? EnvironmentFile;
+      expected = false;
+    };
+    testEnvironmentFile = {
+      expr =
+        (service (cipug [ { services.cipug.environmentFile = "/run/secrets/cipug.env"; } ]))
+        .serviceConfig.EnvironmentFile;
+      expected = "/run/secrets/cipug.env";
+    };
+    testEnvironmentFileNeverFromTheStore = {
+      expr = fails (cipug [ { services.cipug.environmentFile = "${pkgs.jq}/cipug.env"; } ]).services.cipug.environmentFile;
+      expected = true;
+    };
+    testDockerServiceOrdering = {
+      expr = lib.elem "docker.service" (service docker).after;
+      expected = true;
+    };
+
+    # The timer
+    testTimerDefaults = {
+      expr = {
+        inherit (timer plain) wantedBy;
+        inherit (timer plain).timerConfig
+          OnCalendar
+          RandomizedDelaySec
+          FixedRandomDelay
+          Persistent
+          ;
+      };
+      expected = {
+        wantedBy = [ "timers.target" ];
+        OnCalendar = "daily";
+        RandomizedDelaySec = "0";
+        FixedRandomDelay = false;
+        Persistent = true;
+      };
+    };
+    testTimerOptions = {
+      expr =
+        (timer (cipug [
+          {
+            services.cipug = {
+              dates = "Mon..Fri 04:00";
+              randomizedDelaySec = "45min";
+              fixedRandomDelay = true;
+              persistent = false;
+            };
+          }
+        ])).timerConfig;
+      expected = {
+        OnCalendar = "Mon..Fri 04:00";
+        RandomizedDelaySec = "45min";
+        FixedRandomDelay = true;
+        Persistent = false;
+      };
+    };
+    testTimerSeveralDates = {
+      expr = (timer (cipug [ { services.cipug.dates = [ "04:00" "16:00" ]; } ])).timerConfig.OnCalendar;
+      expected = [
+        "04:00"
+        "16:00"
+      ];
+    };
+
+    # PATH by settings
+    testPathDefault = {
+      expr = map (pkg: inPath pkg podmanOn) [
+        pkgs.skopeo
+        pkgs.snapper
+        pkgs.podman-compose
+        podmanOn.virtualisation.podman.package
+      ];
+      expected = [
+        true
+        true
+        true
+        true
+      ];
+    };
+    testPathDocker = {
+      expr = map (pkg: inPath pkg docker) [
+        pkgs.skopeo
+        docker.virtualisation.docker.package
+        pkgs.snapper
+        pkgs.podman-compose
+        docker.virtualisation.podman.package
+      ];
+      expected = [
+        true
+        true
+        false
+        false
+        false
+      ];
+    };
+    testPathDockerCompose = {
+      expr = inPath pkgs.docker-compose (withSettings {
+        COMPOSE_TOOL = "docker-compose";
+        CONTAINER_TOOL = "docker";
+      });
+      expected = true;
+    };
+    testPathSystemdMethod = {
+      expr =
+        let
+          config = withSettings { STOP_START_METHOD = "systemd-system"; };
+        in
+        inPath config.systemd.package config;
+      expected = true;
+    };
+    testPathAddsToTheDefaults = {
+      expr =
+        let
+          config = cipug [ { services.cipug.path = [ pkgs.gzip ]; } ];
+        in
+        [
+          (inPath pkgs.gzip config)
+          (inPath pkgs.skopeo config)
+        ];
+      expected = [
+        true
+        true
+      ];
+    };
+    testPathCanBeReplaced = {
+      expr =
+        let
+          config = cipug [ { services.cipug.path = lib.mkForce [ pkgs.gzip ]; } ];
+        in
+        [
+          (inPath pkgs.gzip config)
+          (inPath pkgs.skopeo config)
+        ];
+      expected = [
+        true
+        false
+      ];
+    };
+
+    # The `cipug` command for an admin's shell
+    testCommandInstalled = {
+      expr = lib.any (pkg: lib.getName pkg == "cipug") plain.environment.systemPackages;
+      expected = true;
+    };
+
+    # Disabled: nothing at all
+    testDisabledGeneratesNothing = {
+      expr = {
+        service = disabled.systemd.services ? cipug;
+        timer = disabled.systemd.timers ? cipug;
+        command = lib.any (pkg: lib.getName pkg == "cipug") disabled.environment.systemPackages;
+        assertions = failedAssertions disabled;
+        warnings = cipugWarnings disabled;
+      };
+      expected = {
+        service = false;
+        timer = false;
+        command = false;
+        assertions = [ ];
+        warnings = [ ];
+      };
+    };
+
+    # Assertions and warnings
+    testNoAssertionsWhenConfigured = {
+      expr = failedAssertions podmanOn;
+      expected = [ ];
+    };
+    testAssertServicesRoot = {
+      expr = anyMentions "SERVICES_ROOT" (failedAssertions (withSettings { SERVICES_ROOT = null; }));
+      expected = true;
+    };
+    testAssertUnknownSetting = {
+      expr = anyMentions "SERVICE_ROOT" (failedAssertions (withSettings { SERVICE_ROOT = "/srv"; }));
+      expected = true;
+    };
+    testAssertConfigFileSetting = {
+      expr = anyMentions "CONFIG_FILE" (failedAssertions (withSettings { CONFIG_FILE = "/etc/x.json"; }));
+      expected = true;
+    };
+    testBadStopStartMethod = {
+      expr = fails (withSettings { STOP_START_METHOD = "restart"; }).services.cipug.settings;
+      expected = true;
+    };
+    testBadVerbosity = {
+      expr = fails (withSettings { VERBOSITY = 4; }).services.cipug.settings;
+      expected = true;
+    };
+    testBadBoolean = {
+      expr = fails (withSettings { SERVICE_SNAPSHOT = "no"; }).services.cipug.settings;
+      expected = true;
+    };
+    testRelativeServicesRoot = {
+      expr = fails (withSettings { SERVICES_ROOT = "srv/services"; }).services.cipug.settings;
+      expected = true;
+    };
+    testServicesRootInTheStore = {
+      expr = fails (withSettings { SERVICES_ROOT = "${pkgs.jq}/services"; }).services.cipug.settings;
+      expected = true;
+    };
+    testWarnWithoutSnapperConfigs = {
+      expr = anyMentions "services.snapper.configs" (cipugWarnings podmanOn);
+      expected = true;
+    };
+    testWarnSnapperConfigsElsewhere = {
+      expr = anyMentions "no snapper config" (
+        cipugWarnings (cipug [
+          {
+            virtualisation.podman.enable = true;
+            services.snapper.configs.home.SUBVOLUME = "/home";
+          }
+        ])
+      );
+      expected = true;
+    };
+    testNoWarningWithSnapperConfig = {
+      expr = cipugWarnings (cipug [
+        {
+          virtualisation.podman.enable = true;
+          services.snapper.configs.web.SUBVOLUME = "${root}/web";
+        }
+      ]);
+      expected = [ ];
+    };
+    testNoSnapperWarningWithoutSnapshots = {
+      expr = cipugWarnings (cipug [
+        {
+          virtualisation.podman.enable = true;
+          services.cipug.settings.SERVICE_SNAPSHOT = false;
+        }
+      ]);
+      expected = [ ];
+    };
+    testWarnPodmanNotEnabled = {
+      expr = anyMentions "virtualisation.podman.enable" (cipugWarnings plain);
+      expected = true;
+    };
+    testWarnDockerNotEnabled = {
+      expr = anyMentions "virtualisation.docker.enable" (
+        cipugWarnings (withSettings {
+          COMPOSE_TOOL = "docker compose";
+          CONTAINER_TOOL = "docker";
+          SERVICE_SNAPSHOT = false;
+        })
+      );
+      expected = true;
+    };
+    testWarnDockerComposeWithPodmanContainerTool = {
+      expr = anyMentions "CONTAINER_TOOL = \"docker\"" (
+        cipugWarnings (withSettings {
+          COMPOSE_TOOL = "docker compose";
+        })
+      );
+      expected = true;
+    };
+    testNoWarningsForDocker = {
+      expr = cipugWarnings docker;
+      expected = [ ];
+    };
+  };
+}

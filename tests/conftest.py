@@ -1,0 +1,61 @@
+"""Marker handling shared by all tests: what integration tests need, and what happens when it is missing.
+
+Outside CI a missing tool or privilege skips the integration tests that need
+it, naming what is missing; with CI=true it fails them, so a CI machine that
+lost a package cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: integration tests fail instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything under tests/integration is an integration test, marked or not,
+    # so `-m "not integration"` reliably leaves the real stack alone.
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def unavailable():
+    """unavailable(reason): skip the test, or fail it with CI=true, because something it needs is missing."""
+    return _unavailable
+
+
+@pytest.fixture(scope="session")
+def require_tools():
+    """require_tools(*commands): skip (fail with CI=true) unless every command is on PATH."""
+
+    def require(*names: str) -> None:
+        missing = [name for name in names if shutil.which(name) is None]
+        if missing:
+            _unavailable(f"missing tool{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (tests/run installs them)")
+
+    return require
+
+
+@pytest.fixture(scope="session")
+def require_root_loop():
+    """require_root_loop(): skip (fail with CI=true) unless loop mounts are possible: root and /dev/loop-control."""
+
+    def require() -> None:
+        if os.geteuid() != 0:
+            _unavailable("needs root: loop mounts, btrfs subvolumes and snapper configs")
+        if not Path("/dev/loop-control").exists():
+            _unavailable("no /dev/loop-control: loop devices are not available here")
+
+    return require

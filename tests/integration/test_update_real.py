@@ -1,0 +1,308 @@
+"""cipug end to end against a real registry, skopeo, btrfs + snapper and podman-compose.
+
+Every test asserts on what is really there afterwards: .env bytes, snapper
+snapshots, the containers podman runs and the digests of their images.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+
+import pytest
+
+import realstack
+from realstack import Service, explain, snapper_snapshots
+
+pytestmark = pytest.mark.integration
+
+RESOLVE_FAILED, ENV_FILE_INVALID, SNAPSHOT_FAILED, ENV_WRITE_FAILED, PULL_FAILED = 35, 26, 31, 32, 33
+LOCKED, SNAPSHOTS_STALE = 11, 40
+
+
+def var(compose_service: str, kind: str) -> str:
+    return f"SERVICE_{compose_service.upper()}_IMAGE_{kind}"
+
+
+def repository(tagged: str) -> str:
+    """host:port/path of host:port/path:tag — what skopeo reports as Name."""
+    return tagged.rsplit(":", 1)[0]
+
+
+def compose_text(*compose_services: str) -> str:
+    return "services:\n" + "".join(
+        f"  {name}:\n    image: ${{{var(name, 'HASHED')}}}\n" for name in compose_services
+    )
+
+
+def env_text(tags: dict[str, str], digests: dict[str, str] | None = None) -> str:
+    """A TAGGED line per compose service, followed by its HASHED line where `digests` pins it."""
+    lines = []
+    for name, tagged in tags.items():
+        lines.append(f"{var(name, 'TAGGED')}={tagged}\n")
+        if digests and name in digests:
+            lines.append(f"{var(name, 'HASHED')}={repository(tagged)}@{digests[name]}\n")
+    return "".join(lines)
+
+
+def with_digest(env: bytes, compose_service: str, old: str, new: str) -> bytes:
+    """`env` with one HASHED line's digest replaced, as an update of that image should leave it."""
+    line = f"{var(compose_service, 'HASHED')}=".encode()
+    assert env.count(line) == 1 and env.count(old.encode()) == 1
+    return env.replace(old.encode(), new.encode())
+
+
+@dataclass
+class Deployed:
+    service: Service
+    tags: dict[str, str]
+    digests: dict[str, str]
+
+
+def deploy(containers, services, name: str, tags: dict[str, str], *, snapper: bool = True,
+           extra_env: str = "") -> Deployed:
+    """A service pinned to freshly pushed images and running, as an earlier cipug run leaves it."""
+    digests = {compose_service: containers.push_image(tagged) for compose_service, tagged in tags.items()}
+    service = services.add(name, env_text(tags, digests) + extra_env, compose_text(*tags), snapper=snapper, start=True)
+    return Deployed(service, tags, digests)
+
+
+def state(containers, service: Service) -> tuple[bytes, dict[str, tuple[str, str, bool]]]:
+    """.env bytes and, per compose service, container id, image digest and whether it runs."""
+    running = {
+        name: (item["Id"], item["ImageDigest"], item["State"]["Running"])
+        for name, item in containers.containers(service.name).items()
+    }
+    return service.env_file.read_bytes(), running
+
+
+def assert_untouched(containers, service: Service, before) -> None:
+    assert state(containers, service) == before
+    assert all(is_running for _id, _digest, is_running in before[1].values())
+
+
+# 1
+def test_first_run_pins_the_registry_digests_and_runs_them(containers, services, cipug, tag):
+    tags = {"web": tag("web"), "worker": tag("worker")}
+    digests = {name: containers.push_image(tagged) for name, tagged in tags.items()}
+    # Everything but the new HASHED lines must survive byte for byte, last line without newline included.
+    env = (
+        "# demo service\n"
+        "export TZ=UTC\n"
+        "\n"
+        f"{var('web', 'TAGGED')}={tags['web']}\n"
+        'GREETING="hello # not a comment"\n'
+        f"{var('worker', 'TAGGED')}={tags['worker']}\n"
+        "\n"
+        "# the end\n"
+        "LAST=1"
+    )
+    service = services.add("first", env, compose_text(*tags))
+
+    result = cipug.run()
+
+    assert result.returncode == 0, explain(result)
+    expected = env
+    for name, tagged in tags.items():
+        in_registry = containers.inspect(tagged)
+        assert in_registry["Digest"] == digests[name]
+        pinned = f"{in_registry['Name']}@{in_registry['Digest']}"
+        expected = expected.replace(f"={tagged}\n", f"={tagged}\n{var(name, 'HASHED')}={pinned}\n")
+    assert service.env_file.read_bytes() == expected.encode()
+    running = containers.containers(service.name)
+    for name, tagged in tags.items():
+        assert running[name]["State"]["Running"]
+        assert running[name]["ImageDigest"] == digests[name]
+        assert running[name]["ImageName"] == f"{repository(tagged)}@{digests[name]}"
+    snapshots = snapper_snapshots(service.snapper_config)
+    assert len(snapshots) == 1
+    assert all(repository(tagged) in snapshots[0]["description"] for tagged in tags.values())
+
+
+# 2
+def test_second_run_without_moved_tags_touches_nothing(containers, services, cipug, tag):
+    web = tag("web")
+    containers.push_image(web)
+    service = services.add("steady", env_text({"web": web}), compose_text("web"))
+    first = cipug.run()
+    assert first.returncode == 0, explain(first)
+    stat = service.env_file.stat()
+    before = state(containers, service)
+    snapshots = snapper_snapshots(service.snapper_config)
+
+    result = cipug.run()
+
+    assert result.returncode == 0, explain(result)
+    after = service.env_file.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (stat.st_mtime_ns, stat.st_ino)
+    assert_untouched(containers, service, before)
+    assert snapper_snapshots(service.snapper_config) == snapshots
+
+
+# 3
+def test_moved_tag_is_snapshotted_rewritten_pulled_and_restarted(containers, services, cipug, tag):
+    deployed = deploy(containers, services, "moving", {"web": tag("web")})
+    service = deployed.service
+    old_env = service.env_file.read_bytes()
+    old_container = containers.containers(service.name)["web"]
+    new_digest = containers.push_image(deployed.tags["web"])
+
+    result = cipug.run()
+
+    assert result.returncode == 0, explain(result)
+    assert service.env_file.read_bytes() == with_digest(old_env, "web", deployed.digests["web"], new_digest)
+    snapshots = snapper_snapshots(service.snapper_config)
+    assert len(snapshots) == 1
+    assert service.snapshot_file(snapshots[0]["number"]).read_bytes() == old_env
+    new_container = containers.containers(service.name)["web"]
+    assert new_container["Id"] != old_container["Id"]
+    assert new_container["State"]["Running"]
+    assert new_container["ImageDigest"] == new_digest
+
+
+# 4
+def test_only_the_service_with_a_moved_image_changes(containers, services, cipug, tag):
+    excluded = deploy(containers, services, "excluded", {"web": tag("web")})
+    updated = deploy(containers, services, "updated", {"web": tag("web"), "worker": tag("worker")})
+    steady = deploy(containers, services, "steady", {"web": tag("web")})
+    untouched = {
+        d.service.name: (d.service, state(containers, d.service), d.service.env_file.stat().st_mtime_ns)
+        for d in (excluded, steady)
+    }
+    old_env = updated.service.env_file.read_bytes()
+    containers.push_image(excluded.tags["web"])  # moved too, but filtered out
+    new_digest = containers.push_image(updated.tags["web"])
+
+    result = cipug.run(SERVICES_FILTER_EXCLUDE=excluded.service.name)
+
+    assert result.returncode == 0, explain(result)
+    for service, before, mtime in untouched.values():
+        assert_untouched(containers, service, before)
+        assert service.env_file.stat().st_mtime_ns == mtime
+        assert snapper_snapshots(service.snapper_config) == []
+    assert updated.service.env_file.read_bytes() == with_digest(old_env, "web", updated.digests["web"], new_digest)
+    assert len(snapper_snapshots(updated.service.snapper_config)) == 1
+    running = containers.containers(updated.service.name)
+    assert running["web"]["ImageDigest"] == new_digest
+    assert running["worker"]["ImageDigest"] == updated.digests["worker"]
+    assert all(item["State"]["Running"] for item in running.values())
+
+
+# 5: faults. Each leaves .env byte-identical and the old containers running.
+def test_registry_down_fails_with_35_naming_the_reference(containers, services, cipug, tmp_path):
+    with realstack.Registry(tmp_path / "registry") as own:
+        containers.allow_registry(own.host)
+        web = f"{own.host}/{services.token}/web:latest"
+        deployed = deploy(containers, services, "unreachable", {"web": web})
+        before = state(containers, deployed.service)
+    result = cipug.run()
+
+    assert result.returncode == RESOLVE_FAILED, explain(result)
+    assert web in result.stderr
+    assert_untouched(containers, deployed.service, before)
+
+
+def test_tag_missing_in_the_registry_fails_with_35(containers, services, cipug, tag):
+    web = tag("web")
+    digest = containers.push_image(web)
+    missing = f"{repository(web)}:no-such-tag"
+    service = services.add("missingtag", env_text({"web": missing}, {"web": digest}), compose_text("web"), start=True)
+    before = state(containers, service)
+
+    result = cipug.run()
+
+    assert result.returncode == RESOLVE_FAILED, explain(result)
+    assert missing in result.stderr
+    assert_untouched(containers, service, before)
+
+
+def test_failing_pull_fails_with_33_and_restores_env(containers, registry, services, cipug, tag):
+    deployed = deploy(containers, services, "pullfails", {"web": tag("web")})
+    web = deployed.tags["web"]
+    containers.push_image(web)
+    # The new manifest still resolves, but the registry cannot serve its layer.
+    for layer in containers.inspect(web)["Layers"]:
+        registry.delete_blob(layer)
+    before = state(containers, deployed.service)
+
+    result = cipug.run()
+
+    assert result.returncode == PULL_FAILED, explain(result)
+    assert_untouched(containers, deployed.service, before)
+
+
+def test_folder_without_snapper_config_fails_with_31(containers, services, cipug, tag):
+    deployed = deploy(containers, services, "nosnapper", {"web": tag("web")}, snapper=False)
+    containers.push_image(deployed.tags["web"])
+    before = state(containers, deployed.service)
+
+    result = cipug.run()
+
+    assert result.returncode == SNAPSHOT_FAILED, explain(result)
+    assert_untouched(containers, deployed.service, before)
+
+
+def test_unparsable_env_fails_with_26(containers, services, cipug, tag):
+    # A quote that never closes: no dotenv syntax accepts it.
+    deployed = deploy(containers, services, "badenv", {"web": tag("web")}, extra_env='BROKEN="no closing quote\n')
+    containers.push_image(deployed.tags["web"])
+    before = state(containers, deployed.service)
+
+    result = cipug.run()
+
+    assert result.returncode == ENV_FILE_INVALID, explain(result)
+    assert_untouched(containers, deployed.service, before)
+
+
+def test_read_only_service_folder_fails_with_32(containers, services, cipug, tag):
+    deployed = deploy(containers, services, "readonly", {"web": tag("web")})
+    containers.push_image(deployed.tags["web"])
+    # Permission bits do not stop root; a read-only subvolume does.
+    services.set_readonly(deployed.service)
+    before = state(containers, deployed.service)
+
+    result = cipug.run()
+
+    assert result.returncode == ENV_WRITE_FAILED, explain(result)
+    assert_untouched(containers, deployed.service, before)
+
+
+# 6
+def test_check_snapshots_passes_fresh_and_fails_stale(services, cipug, tag):
+    service = services.add("checked", env_text({"web": tag("web")}), compose_text("web"))
+    realstack.run([*realstack.SNAPPER, "-c", service.snapper_config, "create", "--description", "test"])
+
+    fresh = cipug.run("--check-snapshots", SNAPSHOTS_DIR_SNAPPER=".snapshots")
+    assert fresh.returncode == 0, explain(fresh)
+
+    time.sleep(1)  # 0.0001 h is 0.36 s; snapper's dates have whole seconds
+    stale = cipug.run("--check-snapshots", SNAPSHOTS_DIR_SNAPPER=".snapshots", SNAPSHOTS_MAX_AGE_SNAPPER="0.0001")
+    assert stale.returncode == SNAPSHOTS_STALE, explain(stale)
+
+
+# 7
+def test_concurrent_runs_one_updates_the_other_exits_11(containers, services, cipug, tag, tmp_path):
+    web = tag("web")
+    digest = containers.push_image(web)
+    service = services.add("locked", env_text({"web": web}), compose_text("web"))
+    env = service.env_file.read_bytes()
+    # Holds the winner inside the lock long enough for the other run to meet it.
+    slow_skopeo = tmp_path / "slow-skopeo"
+    slow_skopeo.write_text(f'#!/bin/sh\nsleep 3\nexec {shlex.join(containers.skopeo)} "$@"\n')
+    slow_skopeo.chmod(0o755)
+
+    runs = [cipug.start(SKOPEO_TOOL=str(slow_skopeo)) for _ in range(2)]
+    outputs = [process.communicate(timeout=300) for process in runs]
+
+    report = "\n".join(f"exit {p.returncode}\n{out}{err}" for p, (out, err) in zip(runs, outputs))
+    assert sorted(process.returncode for process in runs) == [0, LOCKED], report
+    assert service.env_file.read_bytes() == env.replace(
+        f"={web}\n".encode(), f"={web}\n{var('web', 'HASHED')}={repository(web)}@{digest}\n".encode()
+    )
+    assert len(snapper_snapshots(service.snapper_config)) == 1
+    running = containers.containers(service.name)["web"]
+    assert running["State"]["Running"] and running["ImageDigest"] == digest
+    if cipug.cache_file.exists():
+        json.loads(cipug.cache_file.read_text())
