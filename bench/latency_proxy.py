@@ -9,6 +9,8 @@ real network.
 Requests are counted by method and kind (`GET manifest`, `HEAD manifest`,
 `GET blob`, `GET ping` for `/v2/`, …) by parsing the client-to-server stream
 of each connection: HTTP/1.1 with keep-alive, bodies skipped by Content-Length.
+Also counted: `connection`, and `TLS hello` for a connection that starts a TLS
+handshake (the plain-HTTP registry answers it with an error).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _CHUNK = 64 * 1024
 # Chunks in flight per direction; beyond that the reader waits (back-pressure, bounded memory).
 _QUEUE_MAX = 256
 _CONNECT_TIMEOUT = 5.0
+_TLS_HANDSHAKE = b"\x16"  # first byte of a TLS record carrying a ClientHello
 _START_TIMEOUT = 10.0
 
 _KINDS = (
@@ -66,6 +69,10 @@ class RequestParser:
             # Tolerate the blank lines RFC 9112 lets clients send between requests.
             while self._buffer[:2] == b"\r\n":
                 del self._buffer[:2]
+            if self._buffer[:1] == _TLS_HANDSHAKE:
+                # skopeo tries HTTPS first even for a registry marked insecure.
+                self._give_up("TLS hello")
+                return
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > _HEAD_MAX:
@@ -97,10 +104,10 @@ class RequestParser:
         except ValueError:
             self._give_up()
 
-    def _give_up(self) -> None:
+    def _give_up(self, what: str = "unparsed") -> None:
         self._lost = True
         self._buffer.clear()
-        self._report("unparsed")
+        self._report(what)
 
 
 async def _all(*coroutines: Awaitable[None]) -> None:
@@ -129,6 +136,9 @@ class LatencyProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="latency-proxy", daemon=True)
         self._server: asyncio.base_events.Server | None = None
+        # The loop and the stream protocols hold connection tasks only weakly once a client
+        # has gone: without these references a half-closed connection is garbage-collected.
+        self._connections: set[asyncio.Task[None]] = set()
 
     @property
     def host(self) -> str:
@@ -161,14 +171,21 @@ class LatencyProxy:
 
     async def _stop(self) -> None:
         self._server.close()
+        for task in self._connections:
+            task.cancel()
+        await asyncio.wait_for(asyncio.gather(*self._connections, return_exceptions=True), _START_TIMEOUT)
         await self._server.wait_closed()
-        current = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not current:
-                task.cancel()
 
     async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self._count("connection")
+        task = asyncio.current_task()
+        self._connections.add(task)
+        try:
+            await self._forward(client_reader, client_writer)
+        finally:
+            self._connections.discard(task)
+
+    async def _forward(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             server_reader, server_writer = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", self.target_port), _CONNECT_TIMEOUT)

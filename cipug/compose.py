@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from . import errors
-from .commands import run, run_checked
+from .commands import describe, run, run_checked
 from .config import Config
 from .errors import CipugError
 from .services import Service
@@ -55,9 +55,16 @@ class ServiceControl:
         run_checked(self.compose(service, "ps"), errors.COMPOSE_UNUSABLE,
                     f"{service.name}: the compose tool does not work here", cwd=service.folder)
 
-    def pull(self, service: Service) -> None:
+    def pull(self, service: Service, references: list[str]) -> None:
+        """Pull, then make sure every new image is really there: podman-compose 1.0 exits 0
+        even when its `podman pull` failed."""
         run_checked(self.compose(service, "pull"), errors.PULL_FAILED, f"{service.name}: pull failed",
                     cwd=service.folder)
+        missing = [reference for reference in references
+                   if run([*self.config.container_tool, "image", "inspect", reference]).returncode != 0]
+        if missing:
+            raise CipugError(f"{service.name}: pull failed: {', '.join(missing)} not present after "
+                             f"`{describe(self.compose(service, 'pull'))}`", errors.PULL_FAILED)
 
     def restart(self, service: Service) -> None:
         method = self.config.stop_start_method

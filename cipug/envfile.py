@@ -134,8 +134,9 @@ class EnvFile:
         A key that is assigned gets its effective assignment's value replaced in place, keeping its
         quotes, `export` and comment; a bare `KEY` line becomes `KEY=value`. A key that is not
         assigned gets a new `KEY=value` line right after the statement of its anchor
-        `insert_after[key]`, with that line's ending. Raises ValueError for a key that is not
-        valid, a value that is not safe in every quoting style, or a missing anchor.
+        `insert_after[key]`, with that line's ending. A value that is already there changes
+        nothing, so with nothing to change the text comes back as it was. Raises ValueError for a
+        key that is not valid, a value that is not safe in every quoting style, or a missing anchor.
         """
         edits: list[tuple[int, int, str]] = []
         for key, value in values.items():

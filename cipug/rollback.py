@@ -209,7 +209,7 @@ def _restore_folder(config: Config, log: Log, service: Service, snapper: Snapper
         snapper.undo_change(snapper_config, number)
         stage = "restored"
         after = read_plan(service).entries
-        _start(config, log, control, service)
+        _start(config, log, control, service, [entry.current for entry in after if entry.current])
     except CipugError as error:
         if stage == "restored":
             log.error(f"{service.name}: {detail}, but {error.message}")
@@ -246,10 +246,10 @@ def _after_failure(control: ServiceControl, service: Service, stage: str, snappe
     return f"it was started again{hint}"
 
 
-def _start(config: Config, log: Log, control: ServiceControl, service: Service) -> None:
+def _start(config: Config, log: Log, control: ServiceControl, service: Service, pins: list[str]) -> None:
     if config.service_pull:
         try:
-            control.pull(service)
+            control.pull(service, pins)
         except CipugError as error:
             # The images may still be here (pruning is not certain); starting will tell.
             log.warning(f"{error.message}; starting with the images at hand")

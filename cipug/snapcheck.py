@@ -22,7 +22,8 @@ from .services import Service
 SNAPPER, BTRBK = "snapper", "btrbk"
 
 # btrbk's timestamp_format: short YYYYMMDD, long YYYYMMDDThhmm, long-iso YYYYMMDDThhmmss+hhmm
-# (btrbk also reads a Z zone); each may end in _N when a name was taken already.
+# (btrbk also reads a Z zone; seconds without a zone are read as local time, like long);
+# each may end in _N when a name was taken already.
 _BTRBK_NAME = re.compile(
     r".+\.(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})"
     r"(?:T(?P<hour>[0-9]{2})(?P<minute>[0-9]{2})(?:(?P<second>[0-9]{2})(?P<zone>Z|[+-][0-9]{4})?)?)?"
@@ -59,7 +60,9 @@ def parse_btrbk_name(name: str) -> tuple[datetime, int] | None:
             int(match["hour"] or 0), int(match["minute"] or 0), int(match["second"] or 0),
             tzinfo=tzinfo,
         )
-    except ValueError:
+        # Comparing ages needs it; a local time in year 1 has none.
+        taken.timestamp()
+    except (ValueError, OverflowError):
         # Looks like a timestamp but is no date (month 13, zone +2500): btrbk ignores these too.
         return None
     return taken, int(match["counter"] or 0)

@@ -155,7 +155,8 @@ def required_commands(config: Config) -> list[tuple[str, ...]]:
         commands.append(("systemctl",))
     if config.service_snapshot:
         commands.append(config.snapper_tool)
-    if config.prune_images or (config.service_stop_start and config.auto_rollback and config.health_timeout > 0):
+    if config.prune_images or config.service_pull or (
+            config.service_stop_start and config.auto_rollback and config.health_timeout > 0):
         commands.append(config.container_tool)
     return commands
 
@@ -186,7 +187,7 @@ class Updater:
             self._write_env(plan)
             stage = "written"
             if config.service_pull:
-                self.control.pull(service)
+                self.control.pull(service, [change.new for change in plan.changes])
                 log.verbose(f"{service.name}: pulled")
             if config.service_stop_start:
                 stage = "restarting"

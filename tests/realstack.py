@@ -64,6 +64,16 @@ def explain(result: subprocess.CompletedProcess[str]) -> str:
     return f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a work folder, unless something is still mounted inside: deleting would reach into the mount."""
+    path = Path(path)
+    mounted = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    inside = [point for point in mounted if Path(point).is_relative_to(path)]
+    if inside:
+        raise StackError(f"not deleting {path}: still mounted there: {', '.join(inside)}")
+    shutil.rmtree(path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -123,6 +123,7 @@ def test_btrbk_name_formats(name: str, taken: datetime, counter: int) -> None:
         "nextcloud.20251301T1200",  # month 13
         "nextcloud.20250701T2500",  # hour 25
         "nextcloud.20250701T153107+2500",  # no such zone
+        "nextcloud.00010101",  # year 1 in local time: beyond what the clock functions take
         "nextcloud.20250701T1531_",
         "nextcloud.２０２５0701",  # non-ASCII digits
     ],

@@ -68,6 +68,9 @@ class Stack:
     def compose(self, service: str, *arguments: str, returncode: int = 0, **kwargs) -> None:
         self.fp.register(["podman-compose", "-f", "compose.yml", *arguments], returncode=returncode,
                          stderr="compose said no" if returncode else "", **kwargs)
+        if arguments == ("pull",) and returncode == 0:
+            # cipug checks that a successful pull really brought the images.
+            self.fp.register(["podman", "image", "inspect", self.fp.any(min=1, max=1)], occurrences=10)
 
     def snapper(self, configs: dict[str, str], number: int = 7) -> None:
         listing = {"configs": [{"config": name, "subvolume": str(self.root / folder)} for name, folder in configs.items()]}
@@ -119,6 +122,7 @@ def test_first_run_pins_snapshots_writes_pulls_and_restarts_in_that_order(stack)
         "snapper --jsonout list-configs",
         "snapper -c web-config create --cleanup-algorithm",
         "podman-compose -f compose.yml pull",
+        f"podman image inspect docker.io/library/nginx@{DIGEST_A}",
         "podman-compose -f compose.yml down",
         "podman-compose -f compose.yml up -d",
         "podman image prune -f",
@@ -181,6 +185,19 @@ def test_pull_failure_puts_the_old_env_back_and_keeps_old_containers(stack):
     assert not any(call[-1] in ("down", "-d") for call in stack.calls())
     assert "pull failed" in stack.err.getvalue() and "old .env was put back" in stack.err.getvalue()
     assert [record.outcome for record in stack.history()] == ["failed"]
+
+
+def test_pull_that_exits_0_without_bringing_the_image_counts_as_failed(stack):
+    env_file = stack.service("web", WEB_ENV)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.compose("web", "ps")
+    stack.fp.register(["podman-compose", "-f", "compose.yml", "pull"])
+    stack.fp.register(["podman", "image", "inspect", f"docker.io/library/nginx@{DIGEST_A}"], returncode=125)
+
+    assert stack.run(service_snapshot="false", prune_images="false") == errors.PULL_FAILED
+    assert env_file.read_text() == WEB_ENV
+    assert f"docker.io/library/nginx@{DIGEST_A} not present" in stack.err.getvalue()
+    assert not any(call[-1] in ("down", "-d") for call in stack.calls())
 
 
 def test_restart_failure_rolls_back_to_the_old_images(stack):
@@ -371,8 +388,9 @@ def test_docker_compose_and_other_env_file_name(stack):
     stack.skopeo("nginx", "docker.io/library/nginx", DIGEST_A)
     for step in (("ps",), ("pull",), ("down",), ("up", "-d")):
         stack.fp.register(["docker", "compose", "-f", "docker-compose.yaml", "--env-file", "images.env", *step])
+    stack.fp.register(["docker", "image", "inspect", f"docker.io/library/nginx@{DIGEST_A}"])
 
-    code = stack.run(compose_tool="docker compose", compose_file_name="docker-compose.yaml",
+    code = stack.run(compose_tool="docker compose", container_tool="docker", compose_file_name="docker-compose.yaml",
                      env_file_name="images.env", service_snapshot="false", prune_images="false")
     assert code == errors.OK
     assert f"nginx@{DIGEST_A}" in (folder / "images.env").read_text()

@@ -38,7 +38,7 @@ let
   mentionsCipug = lib.hasInfix "services.cipug";
   failedAssertions =
     config:
-    map (a: a.message) (lib.filter (a: mentionsCipug a.message && !a.assertion) config.assertions);
+    map (a: a.message) (lib.filter (a: !a.assertion && mentionsCipug a.message) config.assertions);
   cipugWarnings = config: lib.filter mentionsCipug config.warnings;
   anyMentions = text: lib.any (lib.hasInfix text);
 
@@ -140,7 +140,7 @@ in
     };
     testStateAndCacheDirectories = {
       expr = {
-        inherit (service plain).serviceConfig
+        inherit ((service plain).serviceConfig)
           StateDirectory
           StateDirectoryMode
           CacheDirectory
@@ -168,6 +168,11 @@ in
       expr = fails (cipug [ { services.cipug.environmentFile = "${pkgs.jq}/cipug.env"; } ]).services.cipug.environmentFile;
       expected = true;
     };
+    testEnvironmentFileNotAPathValue = {
+      # A path value would be copied into the store when used.
+      expr = fails (cipug [ { services.cipug.environmentFile = ./cipug.env; } ]).services.cipug.environmentFile;
+      expected = true;
+    };
     testDockerServiceOrdering = {
       expr = lib.elem "docker.service" (service docker).after;
       expected = true;
@@ -177,7 +182,7 @@ in
     testTimerDefaults = {
       expr = {
         inherit (timer plain) wantedBy;
-        inherit (timer plain).timerConfig
+        inherit ((timer plain).timerConfig)
           OnCalendar
           RandomizedDelaySec
           FixedRandomDelay
@@ -334,6 +339,15 @@ in
     testAssertConfigFileSetting = {
       expr = anyMentions "CONFIG_FILE" (failedAssertions (withSettings { CONFIG_FILE = "/etc/x.json"; }));
       expected = true;
+    };
+    testValidSettingsEvaluate = {
+      # The control for the failing cases below.
+      expr = fails (withSettings {
+        STOP_START_METHOD = "systemd-system";
+        VERBOSITY = 3;
+        SERVICE_SNAPSHOT = false;
+      }).services.cipug.settings;
+      expected = false;
     };
     testBadStopStartMethod = {
       expr = fails (withSettings { STOP_START_METHOD = "restart"; }).services.cipug.settings;

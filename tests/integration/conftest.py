@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -10,24 +12,42 @@ import realstack
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory, require_tools):
+def stack_dir():
+    """The session's files, outside pytest's temporary folders.
+
+    pytest deletes the folders of older sessions even while they run, and
+    would delete into their mounts; concurrent sessions are common here.
+    """
+    path = Path(tempfile.mkdtemp(prefix="cipug-realstack-"))
+    yield path
+    realstack.remove_tree(path)
+
+
+@pytest.fixture
+def workdir(stack_dir):
+    """A folder of this test's own inside stack_dir; use it instead of tmp_path."""
+    return Path(tempfile.mkdtemp(prefix="test-", dir=stack_dir))
+
+
+@pytest.fixture(scope="session")
+def registry(stack_dir, require_tools):
     require_tools(*realstack.REGISTRY_TOOLS)
-    with realstack.Registry(tmp_path_factory.mktemp("registry")) as running:
+    with realstack.Registry(stack_dir / "registry") as running:
         yield running
 
 
 @pytest.fixture(scope="session")
-def containers(tmp_path_factory, require_tools, registry):
+def containers(stack_dir, require_tools, registry):
     require_tools(*realstack.CONTAINER_TOOLS)
-    with realstack.Containers(tmp_path_factory.mktemp("containers"), [registry.host]) as store:
+    with realstack.Containers(stack_dir / "containers", [registry.host]) as store:
         yield store
 
 
 @pytest.fixture(scope="session")
-def btrfs(tmp_path_factory, require_tools, require_root_loop, unavailable):
+def btrfs(stack_dir, require_tools, require_root_loop, unavailable):
     require_root_loop()
     require_tools(*realstack.BTRFS_TOOLS)
-    mount = realstack.BtrfsMount(tmp_path_factory.mktemp("btrfs"))
+    mount = realstack.BtrfsMount(stack_dir / "btrfs")
     try:
         mount.open()
     except realstack.StackError as error:
@@ -46,9 +66,9 @@ def services(btrfs, containers):
 
 
 @pytest.fixture
-def cipug(containers, services, tmp_path):
+def cipug(containers, services, workdir):
     """Runs cipug on `services` with private cache, lock and history files."""
-    return realstack.Cipug(containers, services.path, tmp_path / "state")
+    return realstack.Cipug(containers, services.path, workdir / "state")
 
 
 @pytest.fixture

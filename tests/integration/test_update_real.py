@@ -191,8 +191,8 @@ def test_only_the_service_with_a_moved_image_changes(containers, services, cipug
 
 
 # 5: faults. Each leaves .env byte-identical and the old containers running.
-def test_registry_down_fails_with_35_naming_the_reference(containers, services, cipug, tmp_path):
-    with realstack.Registry(tmp_path / "registry") as own:
+def test_registry_down_fails_with_35_naming_the_reference(containers, services, cipug, workdir):
+    with realstack.Registry(workdir / "registry") as own:
         containers.allow_registry(own.host)
         web = f"{own.host}/{services.token}/web:latest"
         deployed = deploy(containers, services, "unreachable", {"web": web})
@@ -283,13 +283,13 @@ def test_check_snapshots_passes_fresh_and_fails_stale(services, cipug, tag):
 
 
 # 7
-def test_concurrent_runs_one_updates_the_other_exits_11(containers, services, cipug, tag, tmp_path):
+def test_concurrent_runs_one_updates_the_other_exits_11(containers, services, cipug, tag, workdir):
     web = tag("web")
     digest = containers.push_image(web)
     service = services.add("locked", env_text({"web": web}), compose_text("web"))
     env = service.env_file.read_bytes()
     # Holds the winner inside the lock long enough for the other run to meet it.
-    slow_skopeo = tmp_path / "slow-skopeo"
+    slow_skopeo = workdir / "slow-skopeo"
     slow_skopeo.write_text(f'#!/bin/sh\nsleep 3\nexec {shlex.join(containers.skopeo)} "$@"\n')
     slow_skopeo.chmod(0o755)
 

@@ -1,0 +1,74 @@
+# cipug with its CLI (typer). The unit tests run in the build; the integration
+# tests need root, a registry, btrfs and podman, and are left to ./tests/run
+# and the NixOS VM test (nix/tests/vm.nix).
+#
+# Runtime tools (skopeo, snapper, podman-compose, ...) are not wrapped in: the
+# NixOS module puts them on the service's PATH, and `nix run` uses yours.
+{
+  lib,
+  python3Packages,
+}:
+
+let
+  root = ../.;
+  # The version pyproject.toml takes from cipug/__init__.py.
+  version = lib.head (
+    builtins.match ".*__version__ = \"([^\"]+)\".*" (builtins.readFile ../cipug/__init__.py)
+  );
+in
+python3Packages.buildPythonApplication {
+  pname = "cipug";
+  inherit version;
+  pyproject = true;
+
+  # Only what the build and the unit tests read, so editing the Nix files,
+  # CI or docs does not rebuild the package.
+  src = lib.fileset.toSource {
+    inherit root;
+    fileset = lib.fileset.unions [
+      ../pyproject.toml
+      ../cipug
+      ../tests
+      ../LICENSE
+      (lib.fileset.maybeMissing ../README.md)
+    ];
+  };
+
+  build-system = [ python3Packages.setuptools ];
+
+  dependencies = [ python3Packages.typer ];
+
+  nativeCheckInputs = [
+    python3Packages.pytestCheckHook
+    python3Packages.pytest-subprocess
+  ];
+
+  # Integration tests (marked `integration`) need root and real services;
+  # tests/test_nix.py needs Nix itself, which the build sandbox lacks.
+  disabledTestPaths = [
+    "tests/integration"
+    "tests/test_nix.py"
+  ];
+
+  preCheck = ''
+    export HOME="$(mktemp -d)"
+  '';
+
+  pythonImportsCheck = [
+    "cipug"
+    "cipug.main"
+  ];
+
+  meta = {
+    description = "Pins container images of compose services to digests, snapshots and updates them";
+    longDescription = ''
+      cipug resolves the SERVICE_*_IMAGE_TAGGED entries in each compose
+      service's .env to digests with skopeo, takes a snapper snapshot of the
+      service folder, writes the SERVICE_*_IMAGE_HASHED entries, pulls and
+      restarts the services whose images changed.
+    '';
+    license = lib.licenses.mit;
+    mainProgram = "cipug";
+    platforms = lib.platforms.linux;
+  };
+}

@@ -1,0 +1,373 @@
+"""The Typer command line: every command and flag, the confirmation prompt, the --json shapes, and
+that the timer's default path never needs Typer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_rollback import ENV_A, ENV_B, PIN_A, PIN_B, Rollback, record
+from test_update import DIGEST_A, DIGEST_B, WEB_ENV, stack  # noqa: F401 (stack: fixture)
+from typer.testing import CliRunner
+
+from cipug import cli, errors, history
+from cipug.log import Log
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("update", "check", "check-snapshots", "config", "history", "rollback")
+
+
+def invoke(stack, *args: str, input: str | None = None, **settings: str):
+    environ = {**stack.env, **{f"CIPUG_{key.upper()}": value for key, value in settings.items()}}
+    return CliRunner().invoke(cli.app, list(args), env=environ, input=input)
+
+
+def assert_one_line_error(result, code: int, text: str) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stderr.count("\n") == 1 and text in result.stderr and "Traceback" not in result.output
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """Make the prompt believe stdin is a terminal, as CliRunner's is not."""
+    monkeypatch.setattr(cli, "_stdin_is_terminal", lambda: True)
+
+
+def test_help_lists_every_command_and_each_has_examples(stack):
+    result = invoke(stack, "--help")
+    assert result.exit_code == 0
+    assert all(f"  {command} " in result.stdout for command in COMMANDS)
+    for command in COMMANDS:
+        page = invoke(stack, command, "--help")
+        assert page.exit_code == 0 and "Example" in page.stdout and f"cipug {command}" in page.stdout
+
+
+# update
+
+def test_update_runs_the_update(stack):
+    env_file = stack.service("web", WEB_ENV)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.full_update("web")
+
+    result = invoke(stack, "update", service_snapshot="false", prune_images="false")
+
+    assert result.exit_code == 0, result.output
+    assert f"SERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A}" in env_file.read_text()
+    assert "web: updated and restarted" in result.stdout
+
+
+def test_update_dry_run_for_chosen_services_changes_nothing(stack):
+    web = stack.service("web", WEB_ENV)
+    stack.service("db", "SERVICE_DB_IMAGE_TAGGED=postgres:16\n")
+    stack.service("other", "SERVICE_O_IMAGE_TAGGED=other:1\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.skopeo("postgres:16", "docker.io/library/postgres", DIGEST_B)
+
+    result = invoke(stack, "update", "--dry-run", "--service", "web", "-s", "db")
+
+    assert result.exit_code == 0, result.output
+    assert web.read_text() == WEB_ENV
+    assert sorted(call[-1] for call in stack.calls()) == ["docker://nginx:latest", "docker://postgres:16"]
+    assert "web: would set SERVICE_WEB_IMAGE_HASHED" in result.stdout and "db: would set" in result.stdout
+
+
+def test_update_of_an_unknown_service_is_one_line(stack):
+    stack.service("web", WEB_ENV)
+    assert_one_line_error(invoke(stack, "update", "--service", "nosuch"), errors.DIRECTORY_NOT_FOUND,
+                          "cipug: error: no such service: nosuch (services: web)")
+
+
+def test_bad_setting_is_one_line(stack):
+    assert_one_line_error(invoke(stack, "config", verbosity="9"), errors.INVALID_VALUE, "CIPUG_VERBOSITY")
+
+
+# check
+
+def test_check_exits_0_when_current_and_1_when_pending_changing_nothing(stack):
+    env_file = stack.service("web", WEB_ENV + f"SERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A}\n")
+    before = env_file.read_text()
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+
+    current = invoke(stack, "check", cache_duration="0")
+    pending = invoke(stack, "check", cache_duration="0")
+
+    assert current.exit_code == errors.OK and "every image is current" in current.stdout
+    assert pending.exit_code == errors.UPDATES_PENDING and "updates pending: web" in pending.stdout
+    assert env_file.read_text() == before
+    assert [call[0] for call in stack.calls()] == ["skopeo", "skopeo"]
+    assert stack.history() == []
+
+
+def test_check_errors_win_over_pending_updates(stack):
+    stack.service("web", WEB_ENV)
+    stack.service("broken", "SERVICE_X_IMAGE_TAGGED=nosuch:tag\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.fp.register(["skopeo", "inspect", "--no-tags", "docker://nosuch:tag"], returncode=1, stderr="manifest unknown")
+
+    result = invoke(stack, "check")
+
+    assert result.exit_code == errors.RESOLVE_FAILED
+    assert "broken: nosuch:tag could not be resolved: manifest unknown" in result.stderr
+
+
+def test_check_json_has_one_object_per_service(stack):
+    stack.service("current", f"SERVICE_C_IMAGE_TAGGED=nginx:latest\nSERVICE_C_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A}\n")
+    stack.service("pending", "SERVICE_P_IMAGE_TAGGED=nginx:1\n")
+    stack.service("broken", "SERVICE_X_IMAGE_TAGGED=nosuch:tag\n")
+    stack.service("empty", "NOTHING=here\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.skopeo("nginx:1", "docker.io/library/nginx", DIGEST_B)
+    stack.fp.register(["skopeo", "inspect", "--no-tags", "docker://nosuch:tag"], returncode=1, stderr="manifest unknown")
+
+    result = invoke(stack, "check", "--json")
+
+    assert result.exit_code == errors.RESOLVE_FAILED
+    assert json.loads(result.stdout) == [
+        {"service": "broken", "status": "error",
+         "error": {"message": "nosuch:tag could not be resolved: manifest unknown", "code": errors.RESOLVE_FAILED},
+         "entries": [{"entry": "SERVICE_X_IMAGE_HASHED", "tagged": "nosuch:tag", "current": None,
+                      "available": None, "pending": None}]},
+        {"service": "current", "status": "current", "error": None,
+         "entries": [{"entry": "SERVICE_C_IMAGE_HASHED", "tagged": "nginx:latest",
+                      "current": f"docker.io/library/nginx@{DIGEST_A}",
+                      "available": f"docker.io/library/nginx@{DIGEST_A}", "pending": False}]},
+        {"service": "empty", "status": "current", "error": None, "entries": []},
+        {"service": "pending", "status": "pending", "error": None,
+         "entries": [{"entry": "SERVICE_P_IMAGE_HASHED", "tagged": "nginx:1", "current": None,
+                      "available": f"docker.io/library/nginx@{DIGEST_B}", "pending": True}]},
+    ]
+    assert "broken: nosuch:tag could not be resolved" in result.stderr
+
+
+def test_check_without_skopeo_is_10(stack):
+    stack.service("web", WEB_ENV)
+    (stack.tmp_path / "bin" / "skopeo").unlink()
+    assert_one_line_error(invoke(stack, "check"), errors.TOOL_MISSING, "skopeo")
+
+
+# check-snapshots, config
+
+def test_check_snapshots(stack):
+    stack.service("web", WEB_ENV)
+    snapshot = stack.root / "web" / ".snapshots" / "1"
+    snapshot.mkdir(parents=True)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    (snapshot / "info.xml").write_text(f"<snapshot><num>1</num><date>{taken}</date></snapshot>")
+
+    fresh = invoke(stack, "check-snapshots", snapshots_dir_snapper=".snapshots")
+    missing = invoke(stack, "check-snapshots", snapshots_dir_snapper=".nosuch")
+
+    assert fresh.exit_code == errors.OK and "web: newest snapper snapshot 1" in fresh.stdout
+    assert missing.exit_code == errors.SNAPSHOTS_STALE
+    assert invoke(stack, "check-snapshots").exit_code == errors.INVALID_VALUE
+
+
+def test_config_as_lines_and_as_json(stack):
+    lines = invoke(stack, "config")
+    as_json = invoke(stack, "config", "--json")
+
+    assert lines.exit_code == 0 and f"SERVICES_ROOT={stack.root}\n" in lines.stdout
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["HEALTH_TIMEOUT"] == 0
+
+
+# history
+
+def test_history_lines_filter_and_json(stack):
+    history_file = Path(stack.env["CIPUG_HISTORY_FILE"])
+    records = [record(None, PIN_A, snapshot=3),
+               record(PIN_A, PIN_B, service="db", snapshot=None),
+               replace(record(PIN_B, PIN_A, outcome=history.ROLLED_BACK, snapshot=9),
+                       detail="folder restored to snapshot 3")]
+    history.append(history_file, records, Log())
+    with history_file.open("a") as file:
+        file.write("{damaged\n")
+
+    everything = invoke(stack, "history")
+    web = invoke(stack, "history", "web")
+    as_json = invoke(stack, "history", "db", "--json")
+
+    assert everything.exit_code == 0
+    assert everything.stdout.splitlines() == [
+        f"2026-01-01T00:00:00+00:00  web  updated      SERVICE_WEB_IMAGE_HASHED  nginx:latest  (none) -> "
+        f"{DIGEST_A[:19]}  snapshot 3",
+        f"2026-01-01T00:00:00+00:00  db  updated      SERVICE_WEB_IMAGE_HASHED  nginx:latest  {DIGEST_A[:19]} -> "
+        f"{DIGEST_B[:19]}",
+        f"2026-01-01T00:00:00+00:00  web  rolled back  SERVICE_WEB_IMAGE_HASHED  nginx:latest  {DIGEST_B[:19]} -> "
+        f"{DIGEST_A[:19]}  snapshot 9  (folder restored to snapshot 3)",
+    ]
+    assert f"{history_file}:4: damaged history line skipped" in everything.stderr
+    assert [line.split()[1] for line in web.stdout.splitlines()] == ["web", "web"]
+    assert json.loads(as_json.stdout) == [{
+        "time": "2026-01-01T00:00:00+00:00", "service": "db", "entry": "SERVICE_WEB_IMAGE_HASHED",
+        "tagged": "nginx:latest", "old": PIN_A, "new": PIN_B, "snapshot": None, "snapper_config": "web-snap",
+        "outcome": "updated", "detail": ""}]
+
+
+def test_history_when_there_is_none(stack):
+    empty = invoke(stack, "history", "web")
+    as_json = invoke(stack, "history", "--json")
+
+    assert empty.exit_code == 0 and empty.stdout == f"no history for web in {stack.env['CIPUG_HISTORY_FILE']}\n"
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == []
+
+
+# rollback
+
+@pytest.fixture
+def web(stack):
+    rollback = Rollback(stack)
+    rollback.add_history(record())
+    return rollback
+
+
+def expect_folder_rollback(web) -> None:
+    web.snapper(safety=15)
+    web.undochange(12)
+    for step in (("down",), ("pull",), ("down",), ("up", "-d")):
+        web.stack.compose("web", *step)
+
+
+def test_rollback_asks_and_goes_ahead_on_yes(web, terminal):
+    expect_folder_rollback(web)
+
+    result = invoke(web.stack, "rollback", "web", input="y\n")
+
+    assert result.exit_code == 0, result.output
+    assert "Roll back web to snapshot 12? [y/N]: " in result.stdout
+    assert result.stdout.index("steps: stop it") < result.stdout.index("Roll back web to snapshot 12?")
+    assert web.env_file.read_text() == ENV_A
+    assert [item.outcome for item in web.stack.history()] == ["updated", "rolled back"]
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", ""])
+def test_rollback_answered_no_or_not_at_all_changes_nothing(web, terminal, answer):
+    web.snapper()
+
+    result = invoke(web.stack, "rollback", "web", input=answer)
+
+    assert result.exit_code == 0, result.output
+    assert "cancelled: nothing was changed" in result.stdout
+    assert web.env_file.read_text() == ENV_B and web.calls() == ["snapper --jsonout list-configs"]
+    assert [item.outcome for item in web.stack.history()] == ["updated"]
+
+
+def test_rollback_without_terminal_or_yes_refuses(web):
+    web.snapper()
+
+    result = invoke(web.stack, "rollback", "web", input="y\n")
+
+    assert_one_line_error(result, errors.USAGE, "stdin is no terminal: add --yes")
+    assert "steps: stop it" in result.stdout
+    assert web.env_file.read_text() == ENV_B and web.calls() == ["snapper --jsonout list-configs"]
+
+
+def test_rollback_yes_does_not_ask(web):
+    expect_folder_rollback(web)
+
+    result = invoke(web.stack, "rollback", "web", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "[y/N]" not in result.stdout and web.env_file.read_text() == ENV_A
+
+
+def test_rollback_snapshot_and_image_only_options(web, terminal):
+    web.snapper(safety=16)
+    for step in (("ps",), ("pull",), ("down",), ("up", "-d")):
+        web.stack.compose("web", *step)
+
+    result = invoke(web.stack, "rollback", "web", "--image-only", "--snapshot", "12", input="y\n")
+
+    assert result.exit_code == 0, result.output
+    assert "Roll back the images of web? [y/N]: " in result.stdout
+    assert web.env_file.read_text() == ENV_A
+    assert web.stack.history()[-1].detail.startswith("image only")
+
+
+def test_rollback_errors_are_one_line(web):
+    web.env_file.write_text(ENV_A.replace(PIN_A, PIN_B))
+    web.add_history(record(None, PIN_A, snapshot=13, time="2026-03-01T00:00:00+00:00"))
+
+    assert_one_line_error(invoke(web.stack, "rollback", "web", "--image-only", "-y"), errors.USAGE,
+                          "pinned for the first time")
+    assert_one_line_error(invoke(web.stack, "rollback", "nosuch", "-y"), errors.DIRECTORY_NOT_FOUND, "nosuch")
+
+
+@pytest.mark.parametrize("args", [["rollback"], ["rollback", "web", "--snapshot", "0"],
+                                  ["rollback", "web", "--snapshot", "x"], ["update", "--nosuch"]])
+def test_bad_command_lines_exit_2(stack, args):
+    result = invoke(stack, *args)
+    assert result.exit_code == errors.USAGE and "Traceback" not in result.output
+
+
+def test_run_cli_returns_the_exit_code(stack, monkeypatch, capsys):
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+
+    assert cli.run_cli(["config", "--json"]) == errors.OK
+    assert json.loads(capsys.readouterr().out)["SERVICES_ROOT"] == str(stack.root)
+    assert cli.run_cli(["history", "--nosuch"]) == errors.USAGE
+    assert cli.run_cli(["update", "--service", "nosuch"]) == errors.DIRECTORY_NOT_FOUND
+
+
+# The timer's path, with and without Typer
+
+def python(code: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    services = tmp_path / "services"
+    services.mkdir(exist_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("skopeo", "snapper", "podman", "podman-compose"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 99\n")
+        (bin_dir / tool).chmod(0o755)
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("CIPUG_")}
+    environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", CIPUG_SERVICES_ROOT=str(services),
+                   CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"))
+    return subprocess.run([sys.executable, "-c", code, *args], env=environ, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_default_run_does_not_import_typer(tmp_path):
+    code = ("import sys\nimport cipug.main\n"
+            "code = cipug.main.main([])\n"
+            "assert 'typer' not in sys.modules, 'typer imported'\n"
+            "sys.exit(code)")
+    result = python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+BLOCKERS = {
+    "none in sys.modules": "sys.modules['typer'] = None\n",
+    "import hook": ("class Blocker:\n"
+                    "    def find_spec(self, name, path=None, target=None):\n"
+                    "        if name.partition('.')[0] == 'typer':\n"
+                    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+                    "sys.meta_path.insert(0, Blocker())\n"),
+}
+
+
+@pytest.mark.parametrize("blocker", BLOCKERS.values(), ids=BLOCKERS.keys())
+def test_without_typer_subcommands_say_what_to_install_and_the_legacy_flags_work(tmp_path, blocker):
+    code = f"import sys\n{blocker}from cipug.main import main\nsys.exit(main(sys.argv[1:]))"
+
+    subcommand = python(code, tmp_path, "rollback", "web")
+    legacy = python(code, tmp_path, "--print-config")
+    usage = python(code, tmp_path, "--help")
+    default = python(code, tmp_path)
+
+    assert subcommand.returncode == errors.USAGE and subcommand.stdout == ""
+    assert subcommand.stderr.count("\n") == 1 and "pip install 'cipug[cli]'" in subcommand.stderr
+    assert legacy.returncode == 0 and "SERVICES_ROOT=" in legacy.stdout
+    assert usage.returncode == 0 and "--check-snapshots" in usage.stdout
+    assert default.returncode == 0, default.stderr
+
+
+def test_help_of_the_program_is_the_cli_when_typer_is_there(tmp_path):
+    result = python("import sys\nfrom cipug.main import main\nsys.exit(main(['--help']))", tmp_path)
+    assert result.returncode == 0 and "rollback" in result.stdout and "check-snapshots" in result.stdout

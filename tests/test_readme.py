@@ -1,0 +1,46 @@
+"""README is what users read: its settings and exit-code tables must say what the code does."""
+
+import re
+from pathlib import Path
+
+from cipug.config import SETTINGS
+from cipug.errors import EXIT_CODES
+
+README = (Path(__file__).parent.parent / "README.md").read_text()
+
+
+def table_rows(header: str) -> dict[str, str]:
+    """First column → second column of the markdown table under the line starting with `header`."""
+    start = README.index(header)
+    rows = {}
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_settings_table_lists_every_setting_with_its_default():
+    rows = table_rows("| name | default | meaning |")
+    assert list(rows) == [setting.name for setting in SETTINGS]
+    for setting in SETTINGS:
+        if setting.default is None:
+            assert rows[setting.name] == "required"
+        elif callable(setting.default):
+            assert rows[setting.name] == "see meaning"
+        elif setting.default == "":
+            assert rows[setting.name] == "empty"
+        else:
+            assert rows[setting.name] == f"`{setting.default}`"
+
+
+def test_exit_code_table_matches_the_code():
+    rows = table_rows("| code | meaning |")
+    assert sorted(int(code) for code in rows) == sorted(EXIT_CODES)
+
+
+def test_every_cipug_setting_mentioned_in_readme_exists():
+    names = {setting.name for setting in SETTINGS} | {"CONFIG_FILE"}
+    mentioned = set(re.findall(r"CIPUG_([A-Z_]+[A-Z])", README))
+    assert mentioned <= names
