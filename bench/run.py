@@ -3,8 +3,8 @@
     python3 bench/run.py [--services 50] [--large-services 500] [--repeat 3] [--latency-ms 25] [--quick] [--json]
 
 Starts a loopback docker-registry, pushes one tiny image (made offline) and
-mounts it into `--large-services` repositories, and puts a latency proxy in
-front of the registry. Every service's .env names its own repository through
+mounts it into one repository per service, and puts a latency proxy in front
+of the registry. Every service's .env names its own repository through
 the proxy. cipug runs as `python -m cipug`, as the timer runs it, with
 restarts, snapshots, pulls and pruning off.
 
@@ -48,6 +48,7 @@ from latency_proxy import LatencyProxy  # noqa: E402
 
 DEFAULT_WORKERS = SETTINGS_BY_NAME["RESOLVE_WORKERS"].default
 TAG = "latest"
+DEFAULTS = (50, 25, 500)  # --services, --latency-ms, --large-services: what the targets are set for
 # Long enough that nothing primed expires during a benchmark.
 CACHE_YEAR = str(365 * 24 * 3600)
 RUN_TIMEOUT = 600.0
@@ -184,14 +185,19 @@ def measure(argv: list[str], env: dict[str, str], log_path: Path) -> tuple[int, 
         pidfd = os.pidfd_open(process.pid)  # to wait with a timeout
         try:
             ready, _, _ = select.select([pidfd], [], [], RUN_TIMEOUT)
-            if not ready:
-                # Not reaped yet, so the group id cannot have been reused.
-                os.killpg(process.pid, signal.SIGKILL)
-            # wait4 rather than Popen.wait: this child's CPU time, not the sum over all children so far.
-            _, status, usage = os.wait4(process.pid, 0)
-            wall = time.perf_counter() - start
+        except BaseException:
+            # Interrupted (Ctrl-C does not reach the child's session): leave nothing running.
+            os.killpg(process.pid, signal.SIGKILL)
+            os.wait4(process.pid, 0)
+            raise
         finally:
             os.close(pidfd)
+        if not ready:
+            # Not reaped yet, so the group id cannot have been reused.
+            os.killpg(process.pid, signal.SIGKILL)
+        # wait4 rather than Popen.wait: this child's CPU time, not the sum over all children so far.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     # GNU time puts "Command exited with non-zero status N" before the number when there is one.
     rss_lines = rss_file.read_text().split() if rss_file.exists() else []
@@ -208,7 +214,9 @@ def run_case(case: Case, proxy: LatencyProxy, logs: Path) -> None:
     proxy.take_counts()
     code, sample = measure(case.argv, case.env, log_path)
     sample.requests = proxy.take_counts()
-    if code != 0:
+    if code == -signal.SIGKILL:
+        case.failure = f"killed after {RUN_TIMEOUT:g} s:\n{tail(log_path)}"
+    elif code != 0:
         case.failure = f"exited {code}:\n{tail(log_path)}"
     elif case.root is not None and case.root.changed():
         case.failure = (f"changed {len(case.root.changed())} .env files (resolved other digests than priming)"
@@ -284,7 +292,8 @@ def evaluate(cases: dict[str, Case]) -> list[dict[str, object]]:
         ("skopeo, default workers: >= 5x the sequential baseline", speedup("skopeo"), ">=", 5.0, "x"),
         ("registry resolver: >= 15x the sequential baseline", speedup("registry"), ">=", 15.0, "x"),
         ("registry resolver: 0 manifest GETs", manifest_gets, "<=", 0, "GETs"),
-        ("warm cache: <= 2x a bare `python3 -c pass`", ratio("warm", "python"), "<=", 2.0, "x"),
+        (f"warm cache, {len(cases['warm'].root)} services: <= 2x a bare `python3 -c pass`",
+         ratio("warm", "python"), "<=", 2.0, "x"),
     ]
     if large is not None:
         targets.append((f"warm cache, {len(large.root)} services: peak RSS < 40 MB", peak, "<", 40.0, "MB"))
@@ -304,6 +313,7 @@ def report(cases: dict[str, Case], targets: list[dict[str, object]], info: dict[
             "services": len(case.root) if case.root else None,
             "failure": case.failure,
             "median_wall_s": median,
+            "min_wall_s": min((s.wall for s in case.samples), default=None),
             "speedup": baseline / median if baseline and median and key in ("baseline", "skopeo", "registry") else None,
             "median_cpu_s": statistics.median(s.cpu for s in case.samples) if case.samples else None,
             "peak_rss_mb": max(s.max_rss_kib for s in case.samples) * 1024 / MB if case.samples else None,
@@ -323,7 +333,7 @@ def table(result: dict[str, object]) -> str:
         f"machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, Python {info['python']}, "
         f"{info['skopeo']}, {info['docker-registry']}, load average {info['load_average'][0]:.2f} at the end",
         "",
-        f"{'configuration':<40} {'wall s':>8} {'speed-up':>9} {'CPU s':>7} {'peak MB':>8} "
+        f"{'configuration':<40} {'wall s':>8} {'min s':>7} {'speed-up':>9} {'CPU s':>7} {'peak MB':>8} "
         f"{'manifest GET/HEAD':>18} {'conns':>6} {'requests':>9}",
     ]
     for entry in result["configurations"].values():
@@ -335,15 +345,19 @@ def table(result: dict[str, object]) -> str:
         manifests = f"{requests.get('GET manifest', 0)}/{requests.get('HEAD manifest', 0)}"
         total = sum(count for key, count in requests.items() if key != "connection")
         lines.append(
-            f"{entry['label']:<40} {entry['median_wall_s']:>8.3f} {speedup:>9} {entry['median_cpu_s']:>7.2f} "
+            f"{entry['label']:<40} {entry['median_wall_s']:>8.3f} {entry['min_wall_s']:>7.3f} {speedup:>9} "
+            f"{entry['median_cpu_s']:>7.2f} "
             f"{entry['peak_rss_mb']:>8.1f} {manifests:>18} {requests.get('connection', 0):>6} {total:>9}"
         )
-    lines += ["", "requests are per run, counted at the proxy; peak MB is the largest single process "
+    lines += ["", "wall s and CPU s (user + system, all processes) are medians; speed-up compares medians;",
+              "requests are per run, counted at the proxy; peak MB is the largest single process "
               "(with skopeo, often a skopeo child)", "", "targets:"]
     for target in result["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "FAIL (not measured)"}[target["pass"]]
         value = "" if target["value"] is None else f" (measured {target['value']:.2f} {target['unit']})"
         lines.append(f"  {verdict:<5} {target['target']}{value}")
+    if (parameters["services"], parameters["latency_ms"], parameters["large_services"]) != DEFAULTS:
+        lines.append("  (the targets are set for --services {} --latency-ms {} --large-services {})".format(*DEFAULTS))
     failures = [f"{entry['label']}: {entry['failure']}" for entry in result["configurations"].values()
                 if entry["failure"]]
     if failures:
@@ -362,12 +376,12 @@ def bounded(low: int, high: int):
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--services", type=bounded(1, 999), default=50,
+    parser.add_argument("--services", type=bounded(1, 999), default=DEFAULTS[0],
                         help="services (distinct repositories) for the lookup runs (default 50)")
-    parser.add_argument("--large-services", type=bounded(0, 999), default=500,
+    parser.add_argument("--large-services", type=bounded(0, 999), default=DEFAULTS[2],
                         help="services for the second warm-cache run, 0 to skip it (default 500)")
     parser.add_argument("--repeat", type=bounded(1, 50), default=3, help="runs per configuration (default 3)")
-    parser.add_argument("--latency-ms", type=bounded(0, 1000), default=25,
+    parser.add_argument("--latency-ms", type=bounded(0, 1000), default=DEFAULTS[1],
                         help="delay each way at the proxy, in ms (default 25: a 50 ms round trip)")
     parser.add_argument("--quick", action="store_true", help="one run per configuration (--repeat 1)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")

@@ -116,10 +116,11 @@ in
 {
   options.services.cipug = {
     enable = lib.mkEnableOption ''
-      cipug, which resolves the `SERVICE_*_IMAGE_TAGGED` entries in each
-      service's `.env` to digests, snapshots the service folder with snapper,
-      writes the `SERVICE_*_IMAGE_HASHED` entries, pulls and restarts the
-      services whose images changed; on a systemd timer'';
+      a systemd timer running cipug, which resolves the
+      `SERVICE_*_IMAGE_TAGGED` entries in each service's `.env` to digests,
+      snapshots the service folder with snapper, writes the
+      `SERVICE_*_IMAGE_HASHED` entries, then pulls and restarts the services
+      whose images changed'';
 
     package = mkOption {
       type = types.package;
@@ -217,7 +218,12 @@ in
           };
 
           COMPOSE_TOOL = mkOption {
-            type = types.str;
+            # The known tools, or any other command line.
+            type = types.either (types.enum [
+              "podman-compose"
+              "docker-compose"
+              "docker compose"
+            ]) types.str;
             default = "podman-compose";
             example = "docker compose";
             description = ''
@@ -232,7 +238,10 @@ in
           };
 
           CONTAINER_TOOL = mkOption {
-            type = types.str;
+            type = types.either (types.enum [
+              "podman"
+              "docker"
+            ]) types.str;
             default = "podman";
             example = "docker";
             description = ''
@@ -431,7 +440,10 @@ in
           (lib.elem composeProgram [ "docker-compose" "docker" ] && containerProgram == "podman")
           ''
             services.cipug.settings.COMPOSE_TOOL is "${settings.COMPOSE_TOOL}" but CONTAINER_TOOL is "podman": cipug would prune images and watch restarted containers with podman, not where Docker runs them. Set services.cipug.settings.CONTAINER_TOOL = "docker" (unless docker is podman's Docker compatibility).
-          '';
+          ''
+      ++ lib.optional (settings.STOP_START_METHOD == "systemd-user") ''
+        services.cipug.settings.STOP_START_METHOD is "systemd-user", but services.cipug runs as root in a system service, which has no user manager to talk to: `systemctl --user` fails there unless you give the service XDG_RUNTIME_DIR of a running user manager yourself. For system units use "systemd-system".
+      '';
 
     # Added to whatever else is defined for services.cipug.path.
     services.cipug.path = toolPackages;

@@ -49,13 +49,13 @@ def require_tools():
 
 
 @pytest.fixture(scope="session")
-def require_root_loop():
-    """require_root_loop(): skip (fail with CI=true) unless loop mounts are possible: root and /dev/loop-control."""
+def require_root():
+    """require_root(loop_devices=False): skip (fail with CI=true) unless running as root, with loop devices if asked."""
 
-    def require() -> None:
+    def require(loop_devices: bool = False) -> None:
         if os.geteuid() != 0:
-            _unavailable("needs root: loop mounts, btrfs subvolumes and snapper configs")
-        if not Path("/dev/loop-control").exists():
+            _unavailable("needs root: podman with a private store, loop mounts, btrfs subvolumes, snapper configs")
+        if loop_devices and not Path("/dev/loop-control").exists():
             _unavailable("no /dev/loop-control: loop devices are not available here")
 
     return require

@@ -27,7 +27,7 @@ import sys
 import tarfile
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +72,18 @@ def remove_tree(path: Path) -> None:
     if inside:
         raise StackError(f"not deleting {path}: still mounted there: {', '.join(inside)}")
     shutil.rmtree(path)
+
+
+def run_all(steps: Iterable[Callable[[], object]], what: str) -> None:
+    """Try every clean-up step even when one fails, then report the failures together."""
+    failures = []
+    for step in steps:
+        try:
+            step()
+        except (StackError, subprocess.TimeoutExpired) as error:
+            failures.append(str(error))
+    if failures:
+        raise StackError(f"{what} failed:\n" + "\n".join(failures))
 
 
 def free_port() -> int:
@@ -223,8 +235,8 @@ class Containers:
             f'[[registry]]\nlocation = "{host}"\ninsecure = true\n\n' for host in self._registries
         ))
 
-    def podman(self, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(["podman", *args], env=self.env, check=check)
+    def podman(self, *args: object) -> subprocess.CompletedProcess[str]:
+        return run(["podman", *args], env=self.env)
 
     def compose(self, folder: Path, *args: object) -> subprocess.CompletedProcess[str]:
         return run(["podman-compose", *args], env=self.env, cwd=folder)
@@ -254,7 +266,9 @@ class Containers:
             # Pulls must fetch from the registry as on a real host, not find this
             # image already stored under the same id with another manifest.
             self.podman("rmi", local)
-        return digest_file.read_text().strip()
+        digest = digest_file.read_text().strip()
+        digest_file.unlink()
+        return digest
 
     def containers(self, project: str) -> dict[str, dict]:
         """`podman inspect` of a compose project's containers, by compose service name."""
@@ -263,6 +277,14 @@ class Containers:
             return {}
         return {item["Config"]["Labels"]["com.docker.compose.service"]: item
                 for item in json.loads(self.podman("inspect", *ids).stdout)}
+
+    def remove_all(self) -> None:
+        """Remove every container, keeping the images.
+
+        A container's conmon process keeps the compose folder as its working
+        directory, so the mount holding that folder stays busy until it is gone.
+        """
+        self.podman("rm", "--all", "--force", "--time", "0")
 
     def remove_project(self, project: str) -> None:
         """Remove a compose project's containers and network, whatever state a test left them in."""
@@ -335,19 +357,24 @@ class BtrfsMount:
             raise
 
     def close(self) -> None:
-        try:
-            if self._mounted:
-                inside = [name for name, subvolume in snapper_configs().items()
-                          if Path(subvolume).is_relative_to(self.path)]
-                for name in inside:
+        run_all([self._delete_snapper_configs, self._unmount, self._detach], f"tearing down {self.path}")
+        self.image.unlink(missing_ok=True)
+
+    def _delete_snapper_configs(self) -> None:
+        if self._mounted:
+            for name, subvolume in snapper_configs().items():
+                if Path(subvolume).is_relative_to(self.path):
                     delete_snapper_config(name)
-                run(["umount", self.path])
-                self._mounted = False
-        finally:
-            if self.device:
-                run(["losetup", "--detach", self.device])
-                self.device = ""
-            self.image.unlink(missing_ok=True)
+
+    def _unmount(self) -> None:
+        if self._mounted:
+            run(["umount", self.path])
+            self._mounted = False
+
+    def _detach(self) -> None:
+        if self.device:
+            run(["losetup", "--detach", self.device])
+            self.device = ""
 
     def subvolume(self, path: Path) -> None:
         run(["btrfs", "subvolume", "create", path])
@@ -434,18 +461,10 @@ class ServiceRoot:
         self._readonly.append(service.folder)
 
     def close(self) -> None:
-        errors = []
         steps = [lambda s=s: self._containers.remove_project(s.name) for s in self._services]
         steps += [lambda f=f: self._fs.set_readonly(f, False) for f in self._readonly]
         steps += [lambda s=s: delete_snapper_config(s.snapper_config) for s in self._services if s.snapper_config]
-        # Every step is tried, so one failure does not leave the rest behind.
-        for step in steps:
-            try:
-                step()
-            except (StackError, subprocess.TimeoutExpired) as error:
-                errors.append(error)
-        if errors:
-            raise StackError("clean-up failed:\n" + "\n".join(map(str, errors)))
+        run_all(steps, f"cleaning up {self.path}")
 
 
 class Cipug:

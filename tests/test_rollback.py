@@ -152,6 +152,7 @@ def test_folder_rollback_stops_snapshots_restores_pulls_and_starts(web):
         f"undochange 12..0 --print-number",
         "snapper -c web-snap undochange 12..0",
         "podman-compose -f compose.yml pull",
+        f"podman image inspect {PIN_A}",
         "podman-compose -f compose.yml down",
         "podman-compose -f compose.yml up -d",
     ]

@@ -424,6 +424,20 @@ in
       );
       expected = true;
     };
+    testWarnSystemdUserMethod = {
+      expr = anyMentions "systemd-user" (
+        cipugWarnings (cipug [
+          {
+            virtualisation.podman.enable = true;
+            services.cipug.settings = {
+              STOP_START_METHOD = "systemd-user";
+              SERVICE_SNAPSHOT = false;
+            };
+          }
+        ])
+      );
+      expected = true;
+    };
     testNoWarningsForDocker = {
       expr = cipugWarnings docker;
       expected = [ ];

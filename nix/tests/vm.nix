@@ -63,6 +63,9 @@ pkgs.testers.runNixOSTest {
         additionalPaths = [
           imageV1
           imageV2
+          composeFile
+          envFile
+          otherEnvFile
         ];
         podman.enable = true;
         containers.registries.insecure = [ registry ];
@@ -96,6 +99,8 @@ pkgs.testers.runNixOSTest {
     };
 
   testScript = ''
+    import json
+
     root = "/srv/services"
     web = root + "/web"
 
@@ -213,7 +218,9 @@ pkgs.testers.runNixOSTest {
         machine.fail(f"test -e {web}/.snapshots/3")
 
     with subtest("the cipug command sees what the service did"):
-        history = machine.succeed("cipug history")
-        assert "web" in history, history
+        records = json.loads(machine.succeed("cipug history --json web"))
+        updates = [r for r in records if r["outcome"] == "updated"]
+        assert [r["snapshot"] for r in updates] == [1, 2], records
+        assert digest1 in updates[0]["new"] and digest2 in updates[1]["new"], records
   '';
 }

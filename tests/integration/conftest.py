@@ -37,15 +37,18 @@ def registry(stack_dir, require_tools):
 
 
 @pytest.fixture(scope="session")
-def containers(stack_dir, require_tools, registry):
+def containers(stack_dir, require_tools, require_root, registry):
+    require_root()
     require_tools(*realstack.CONTAINER_TOOLS)
     with realstack.Containers(stack_dir / "containers", [registry.host]) as store:
         yield store
 
 
 @pytest.fixture(scope="session")
-def btrfs(stack_dir, require_tools, require_root_loop, unavailable):
-    require_root_loop()
+def btrfs(stack_dir, require_tools, require_root, unavailable, containers):
+    # Depends on `containers` so it is torn down first, and can clear the
+    # containers whose conmon processes would keep the mount busy.
+    require_root(loop_devices=True)
     require_tools(*realstack.BTRFS_TOOLS)
     mount = realstack.BtrfsMount(stack_dir / "btrfs")
     try:
@@ -55,7 +58,7 @@ def btrfs(stack_dir, require_tools, require_root_loop, unavailable):
     try:
         yield mount
     finally:
-        mount.close()
+        realstack.run_all([containers.remove_all, mount.close], "tearing down the btrfs mount")
 
 
 @pytest.fixture
