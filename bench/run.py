@@ -456,8 +456,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="cipug-bench-") as workdir:
             cases, info = benchmark(options, Path(workdir))
     except (BenchError, realstack.StackError, OSError, subprocess.TimeoutExpired) as error:
-        log(f"set-up failed: {error}")
+        log(f"failed: {error}")
         return 2
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
     result = report(cases, evaluate(cases), info, parameters)
     print(json.dumps(result, indent=2) if options.json else table(result))
     return 1 if any(case.failure for case in cases.values()) else 0

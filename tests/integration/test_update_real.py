@@ -32,9 +32,12 @@ def repository(tagged: str) -> str:
 
 
 def compose_text(*compose_services: str) -> str:
+    # On podman's own network, which has no DNS: a project network would start
+    # aardvark-dns, a daemon shared machine-wide that keeps the service folder
+    # as its working directory, and with it the btrfs mount busy.
     return "services:\n" + "".join(
         f"  {name}:\n    image: ${{{var(name, 'HASHED')}}}\n" for name in compose_services
-    )
+    ) + "networks:\n  default:\n    name: podman\n    external: true\n"
 
 
 def env_text(tags: dict[str, str], digests: dict[str, str] | None = None) -> str:
