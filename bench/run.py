@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,21 +87,17 @@ def replicate(registry_host: str, source: str, names: list[str]) -> None:
     connection = http.client.HTTPConnection(registry_host, timeout=HTTP_TIMEOUT)
 
     def request(method: str, path: str, expected: int, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+                headers: dict[str, str] | None = None) -> tuple[bytes, str | None]:
         connection.request(method, path, body, headers or {})
         response = connection.getresponse()
-        response.read()  # keep-alive needs every body read
+        data = response.read()  # keep-alive needs every body read
         if response.status != expected:
             raise BenchError(f"{method} {path} on {registry_host}: HTTP {response.status}, expected {expected}")
-        return response
+        return data, response.getheader("Content-Type")
 
     try:
-        connection.request("GET", f"/v2/{source}/manifests/{TAG}", headers={"Accept": ", ".join(MANIFEST_TYPES)})
-        response = connection.getresponse()
-        manifest = response.read()
-        if response.status != 200:
-            raise BenchError(f"GET manifest of {source}: HTTP {response.status}")
-        media_type = response.getheader("Content-Type")
+        manifest, media_type = request("GET", f"/v2/{source}/manifests/{TAG}", 200,
+                                       headers={"Accept": ", ".join(MANIFEST_TYPES)})
         document = json.loads(manifest)
         blobs = [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
         for name in names:
@@ -218,9 +215,8 @@ def run_case(case: Case, proxy: LatencyProxy, logs: Path) -> None:
         case.failure = f"killed after {RUN_TIMEOUT:g} s:\n{tail(log_path)}"
     elif code != 0:
         case.failure = f"exited {code}:\n{tail(log_path)}"
-    elif case.root is not None and case.root.changed():
-        case.failure = (f"changed {len(case.root.changed())} .env files (resolved other digests than priming)"
-                        f"\n{tail(log_path)}")
+    elif case.root is not None and (changed := case.root.changed()):
+        case.failure = f"changed {len(changed)} .env files (resolved other digests than priming)\n{tail(log_path)}"
         case.root.restore()
     else:
         case.samples.append(sample)
@@ -317,8 +313,8 @@ def report(cases: dict[str, Case], targets: list[dict[str, object]], info: dict[
             "speedup": baseline / median if baseline and median and key in ("baseline", "skopeo", "registry") else None,
             "median_cpu_s": statistics.median(s.cpu for s in case.samples) if case.samples else None,
             "peak_rss_mb": max(s.max_rss_kib for s in case.samples) * 1024 / MB if case.samples else None,
-            "requests_per_run": {key: case.most_requests(key)
-                                 for key in sorted(set().union(*(s.requests for s in case.samples)))},
+            "requests_per_run": {kind: case.most_requests(kind)
+                                 for kind in sorted(set().union(*(s.requests for s in case.samples)))},
             "runs": [{"wall_s": s.wall, "cpu_s": s.cpu, "max_rss_kib": s.max_rss_kib, "requests": dict(s.requests)}
                      for s in case.samples],
         }
@@ -365,7 +361,7 @@ def table(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def bounded(low: int, high: int):
+def bounded(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
         if not low <= value <= high:

@@ -241,8 +241,10 @@ class Updater:
         except CipugError as restore_error:
             log.error(f"{service.name}: {error.message}; the old .env could NOT be put back: {restore_error.message}")
             return history.FAILED
-        data_hint = (f"; data untouched: roll it back by hand with `snapper -c {snapper_config} "
-                     f"undochange {snapshot}..0`" if snapshot is not None else "")
+        # The new images may already have changed the data; only a person can judge whether to undo that.
+        data_hint = (f"; the data was left as it is, to restore it too: `cipug rollback {service.name} "
+                     f"--snapshot {snapshot}` or `snapper -c {snapper_config} undochange {snapshot}..0`"
+                     if snapshot is not None else "")
         if not restarting:
             log.error(f"{service.name}: {error.message}; the old .env was put back")
             return history.FAILED
