@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fakestack import Stack
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -59,3 +60,15 @@ def require_root():
             _unavailable("no /dev/loop-control: loop devices are not available here")
 
     return require
+
+
+@pytest.fixture
+def stack(tmp_path, fp, monkeypatch, capsys):
+    # require_tools looks the programs up on PATH; fp intercepts the calls themselves.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("skopeo", "snapper", "podman", "podman-compose", "docker", "systemctl"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 99\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return Stack(tmp_path / "services", fp, tmp_path, monkeypatch, capsys)

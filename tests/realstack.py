@@ -502,3 +502,48 @@ class Cipug:
         """A run in the background; communicate() to wait for it."""
         return subprocess.Popen([sys.executable, "-m", "cipug", *args], env=self.env(**settings), cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# Services as the scenarios deploy them.
+
+def var(compose_service: str, kind: str) -> str:
+    return f"SERVICE_{compose_service.upper()}_IMAGE_{kind}"
+
+
+def repository(tagged: str) -> str:
+    """host:port/path of host:port/path:tag — what skopeo reports as Name."""
+    return tagged.rsplit(":", 1)[0]
+
+
+def compose_text(*compose_services: str) -> str:
+    # On podman's own network, which has no DNS: a project network would start
+    # aardvark-dns, a daemon shared machine-wide that keeps the service folder
+    # as its working directory, and with it the btrfs mount busy.
+    return "services:\n" + "".join(
+        f"  {name}:\n    image: ${{{var(name, 'HASHED')}}}\n" for name in compose_services
+    ) + "networks:\n  default:\n    name: podman\n    external: true\n"
+
+
+def env_text(tags: dict[str, str], digests: dict[str, str] | None = None) -> str:
+    """A TAGGED line per compose service, followed by its HASHED line where `digests` pins it."""
+    lines = []
+    for name, tagged in tags.items():
+        lines.append(f"{var(name, 'TAGGED')}={tagged}\n")
+        if digests and name in digests:
+            lines.append(f"{var(name, 'HASHED')}={repository(tagged)}@{digests[name]}\n")
+    return "".join(lines)
+
+
+@dataclass
+class Deployed:
+    service: Service
+    tags: dict[str, str]
+    digests: dict[str, str]
+
+
+def deploy(containers, services, name: str, tags: dict[str, str], *, snapper: bool = True,
+           extra_env: str = "") -> Deployed:
+    """A service pinned to freshly pushed images and running, as an earlier cipug run leaves it."""
+    digests = {compose_service: containers.push_image(tagged) for compose_service, tagged in tags.items()}
+    service = services.add(name, env_text(tags, digests) + extra_env, compose_text(*tags), snapper=snapper, start=True)
+    return Deployed(service, tags, digests)

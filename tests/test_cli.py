@@ -12,8 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_rollback import ENV_A, ENV_B, PIN_A, PIN_B, Rollback, record
-from test_update import DIGEST_A, DIGEST_B, WEB_ENV, stack  # noqa: F401 (stack: fixture)
+from fakestack import DIGEST_A, DIGEST_B, ENV_A, ENV_B, PIN_A, PIN_B, WEB_ENV, Rollback, record
 from typer.testing import CliRunner
 
 from cipug import cli, errors, history

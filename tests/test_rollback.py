@@ -4,76 +4,16 @@ with snapper, the compose tool and podman faked by pytest-subprocess (the Stack 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from test_update import DIGEST_A, DIGEST_B, DIGEST_C, Stack, containers, stack  # noqa: F401 (stack: fixture)
+from fakestack import DIGEST_A, DIGEST_B, ENV_A, ENV_B, ENV_C, HASHED, PIN_A, PIN_B, PIN_C, Rollback, containers, entry, record
 
 from cipug import errors, history
 from cipug.config import load_config
 from cipug.errors import CipugError
 from cipug.log import Log
 from cipug.rollback import folder_records, last_update, previous_pins, roll_back
-from cipug.update import ImageEntry, update_lock
-
-PIN_A, PIN_B, PIN_C = (f"docker.io/library/nginx@{digest}" for digest in (DIGEST_A, DIGEST_B, DIGEST_C))
-TAGGED = "SERVICE_WEB_IMAGE_TAGGED=nginx:latest\n"
-ENV_A, ENV_B, ENV_C = (f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={pin}\nDATA=1\n" for pin in (PIN_A, PIN_B, PIN_C))
-HASHED = "SERVICE_WEB_IMAGE_HASHED"
-
-
-def record(old: str | None = PIN_A, new: str | None = PIN_B, *, entry: str = HASHED, snapshot: int | None = 12,
-           time: str = "2026-01-01T00:00:00+00:00", outcome: str = history.UPDATED, service: str = "web",
-           snapper_config: str | None = "web-snap") -> history.Record:
-    return history.Record(time, service, entry, "nginx:latest", old, new, snapshot, snapper_config, outcome)
-
-
-def entry(current: str | None, key: str = HASHED) -> ImageEntry:
-    return ImageEntry(key.replace("HASHED", "TAGGED"), key, "nginx:latest", current)
-
-
-class Rollback:
-    """A Stack with one service `web` that an update moved from PIN_A to PIN_B, taking snapshot 12."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.env_file = stack.service("web", ENV_B)
-        self.history_file = Path(stack.env["CIPUG_HISTORY_FILE"])
-        self.questions: list[str] = []
-        self.answer = True
-
-    def add_history(self, *records: history.Record) -> None:
-        history.append(self.history_file, list(records), Log())
-
-    def confirm(self, question: str) -> bool:
-        self.questions.append(question)
-        return self.answer
-
-    def run(self, *, snapshot: int | None = None, image_only: bool = False, **settings: str) -> int:
-        environ = {**self.stack.env, **{f"CIPUG_{key.upper()}": value for key, value in settings.items()}}
-        config = load_config(environ, cwd=self.stack.tmp_path)
-        log = Log(config.verbosity, self.stack.out, self.stack.err)
-        return roll_back(config, log, "web", confirm=self.confirm, snapshot=snapshot, image_only=image_only)
-
-    def snapper(self, safety: int = 15) -> None:
-        """list-configs, and the snapshot taken before the folder is restored."""
-        self.stack.snapper({"web-snap": "web"}, number=safety)
-
-    def undochange(self, number: int = 12, returncode: int = 0, restored: str = ENV_A) -> None:
-        def restore(process) -> None:
-            self.env_file.write_text(restored)
-            (self.env_file.parent / "data.txt").write_text("as in the snapshot\n")
-
-        self.stack.fp.register(["snapper", "-c", "web-snap", "undochange", f"{number}..0"], returncode=returncode,
-                               stderr="snapper said no" if returncode else "",
-                               callback=None if returncode else restore)
-
-    def calls(self) -> list[str]:
-        return [" ".join(call) for call in self.stack.calls()]
-
-    def last_records(self) -> list[history.Record]:
-        return [item for item in self.stack.history() if item.outcome != history.UPDATED]
-
+from cipug.update import update_lock
 
 @pytest.fixture
 def web(stack):
@@ -148,8 +88,8 @@ def test_folder_rollback_stops_snapshots_restores_pulls_and_starts(web):
     assert web.calls() == [
         "snapper --jsonout list-configs",
         "podman-compose -f compose.yml down",
-        f"snapper -c web-snap create --cleanup-algorithm number --description cipug rollback web: before "
-        f"undochange 12..0 --print-number",
+        "snapper -c web-snap create --cleanup-algorithm number --description cipug rollback web: before "
+        "undochange 12..0 --print-number",
         "snapper -c web-snap undochange 12..0",
         "podman-compose -f compose.yml pull",
         f"podman image inspect {PIN_A}",

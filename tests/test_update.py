@@ -2,104 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from fakestack import DIGEST_A, DIGEST_B, DIGEST_C, WEB_ENV, containers
 
-from cipug import errors, history
+from cipug import errors
 from cipug.config import load_config
 from cipug.errors import Interrupted
 from cipug.log import Log
-from cipug.main import main
 from cipug.update import run_update
-
-DIGEST_A = "sha256:" + "a" * 64
-DIGEST_B = "sha256:" + "b" * 64
-DIGEST_C = "sha256:" + "c" * 64
-WEB_ENV = "# web service\nFOO=bar\n\nSERVICE_WEB_IMAGE_TAGGED=nginx:latest   # follows latest\nOTHER='x y'\n"
-
-
-class Stack:
-    """A services root, the settings for it, and helpers to fake the programs cipug calls."""
-
-    def __init__(self, root: Path, fp, tmp_path: Path, monkeypatch, capsys) -> None:
-        self.root, self.fp, self.tmp_path = root, fp, tmp_path
-        self.monkeypatch, self.capsys = monkeypatch, capsys
-        self.out, self.err = io.StringIO(), io.StringIO()
-        self.env = {
-            "HOME": str(tmp_path / "home"),
-            "CIPUG_SERVICES_ROOT": str(root),
-            "CIPUG_CACHE_LOCATION": str(tmp_path / "cache" / "cache.json"),
-            "CIPUG_HISTORY_FILE": str(tmp_path / "state" / "history.jsonl"),
-            "CIPUG_HEALTH_TIMEOUT": "0",
-        }
-
-    def service(self, name: str, env_text: str) -> Path:
-        folder = self.root / name
-        folder.mkdir(parents=True)
-        (folder / "compose.yml").write_text("services: {}\n")
-        (folder / ".env").write_text(env_text)
-        return folder / ".env"
-
-    def run(self, **settings: str) -> int:
-        """A whole run through the entry point, as the timer starts it."""
-        for key in [key for key in os.environ if key.startswith("CIPUG_")]:
-            self.monkeypatch.delenv(key)
-        environ = {**self.env, **{f"CIPUG_{key.upper()}": value for key, value in settings.items()}}
-        for key, value in environ.items():
-            self.monkeypatch.setenv(key, value)
-        try:
-            return main([])
-        finally:
-            captured = self.capsys.readouterr()
-            self.out.write(captured.out)
-            self.err.write(captured.err)
-
-    def skopeo(self, reference: str, name: str, digest: str, occurrences: int = 1) -> None:
-        output = json.dumps({"Name": name, "Digest": digest, "RepoTags": []})
-        self.fp.register(["skopeo", "inspect", "--no-tags", f"docker://{reference}"], stdout=output,
-                         occurrences=occurrences)
-
-    def compose(self, service: str, *arguments: str, returncode: int = 0, **kwargs) -> None:
-        self.fp.register(["podman-compose", "-f", "compose.yml", *arguments], returncode=returncode,
-                         stderr="compose said no" if returncode else "", **kwargs)
-        if arguments == ("pull",) and returncode == 0:
-            # cipug checks that a successful pull really brought the images.
-            self.fp.register(["podman", "image", "inspect", self.fp.any(min=1, max=1)], occurrences=10)
-
-    def snapper(self, configs: dict[str, str], number: int = 7) -> None:
-        listing = {"configs": [{"config": name, "subvolume": str(self.root / folder)} for name, folder in configs.items()]}
-        self.fp.register(["snapper", "--jsonout", "list-configs"], stdout=json.dumps(listing))
-        for name in configs:
-            self.fp.register(["snapper", "-c", name, "create", "--cleanup-algorithm", "number", "--description",
-                              self.fp.any(min=1, max=1), "--print-number"], stdout=f"{number}\n", occurrences=5)
-
-    def full_update(self, service: str) -> None:
-        for step in (("ps",), ("pull",), ("down",), ("up", "-d")):
-            self.compose(service, *step)
-
-    def calls(self) -> list[list[str]]:
-        return [list(call) for call in self.fp.calls]
-
-    def history(self) -> list[history.Record]:
-        return history.read(Path(self.env["CIPUG_HISTORY_FILE"]), Log(0, io.StringIO(), io.StringIO()))
-
-
-@pytest.fixture
-def stack(tmp_path, fp, monkeypatch, capsys):
-    # require_tools looks the programs up on PATH; fp intercepts the calls themselves.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("skopeo", "snapper", "podman", "podman-compose", "docker", "systemctl"):
-        (bin_dir / tool).write_text("#!/bin/sh\nexit 99\n")
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", str(bin_dir))
-    return Stack(tmp_path / "services", fp, tmp_path, monkeypatch, capsys)
 
 
 def test_first_run_pins_snapshots_writes_pulls_and_restarts_in_that_order(stack):
@@ -232,11 +146,6 @@ def test_restart_failure_without_auto_rollback_restores_env_but_does_not_restart
     assert env_file.read_text() == WEB_ENV
     assert [call[-1] for call in stack.calls()].count("down") == 1
     assert [record.outcome for record in stack.history()] == ["failed"]
-
-
-def containers(*states: tuple[str, str]) -> str:
-    return json.dumps([{"Id": f"id{i}", "Name": f"web_app_{i}", "State": {"Status": status, "Health": {"Status": health}}}
-                       for i, (status, health) in enumerate(states)])
 
 
 def test_service_that_does_not_come_up_is_rolled_back(stack, monkeypatch):

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_update_real import deploy
-
-from realstack import EXIT_COMMAND, Service, explain, snapper_snapshots
+from realstack import EXIT_COMMAND, Service, deploy, explain, snapper_snapshots
 
 pytestmark = pytest.mark.integration
 

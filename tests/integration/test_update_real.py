@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from dataclasses import dataclass
 
 import pytest
 
 import realstack
-from realstack import Service, explain, snapper_snapshots
+from realstack import Service, compose_text, deploy, env_text, explain, repository, snapper_snapshots, var
 
 pytestmark = pytest.mark.integration
 
@@ -22,54 +21,11 @@ RESOLVE_FAILED, ENV_FILE_INVALID, SNAPSHOT_FAILED, ENV_WRITE_FAILED, PULL_FAILED
 LOCKED, SNAPSHOTS_STALE = 11, 40
 
 
-def var(compose_service: str, kind: str) -> str:
-    return f"SERVICE_{compose_service.upper()}_IMAGE_{kind}"
-
-
-def repository(tagged: str) -> str:
-    """host:port/path of host:port/path:tag — what skopeo reports as Name."""
-    return tagged.rsplit(":", 1)[0]
-
-
-def compose_text(*compose_services: str) -> str:
-    # On podman's own network, which has no DNS: a project network would start
-    # aardvark-dns, a daemon shared machine-wide that keeps the service folder
-    # as its working directory, and with it the btrfs mount busy.
-    return "services:\n" + "".join(
-        f"  {name}:\n    image: ${{{var(name, 'HASHED')}}}\n" for name in compose_services
-    ) + "networks:\n  default:\n    name: podman\n    external: true\n"
-
-
-def env_text(tags: dict[str, str], digests: dict[str, str] | None = None) -> str:
-    """A TAGGED line per compose service, followed by its HASHED line where `digests` pins it."""
-    lines = []
-    for name, tagged in tags.items():
-        lines.append(f"{var(name, 'TAGGED')}={tagged}\n")
-        if digests and name in digests:
-            lines.append(f"{var(name, 'HASHED')}={repository(tagged)}@{digests[name]}\n")
-    return "".join(lines)
-
-
 def with_digest(env: bytes, compose_service: str, old: str, new: str) -> bytes:
     """`env` with one HASHED line's digest replaced, as an update of that image should leave it."""
     line = f"{var(compose_service, 'HASHED')}=".encode()
     assert env.count(line) == 1 and env.count(old.encode()) == 1
     return env.replace(old.encode(), new.encode())
-
-
-@dataclass
-class Deployed:
-    service: Service
-    tags: dict[str, str]
-    digests: dict[str, str]
-
-
-def deploy(containers, services, name: str, tags: dict[str, str], *, snapper: bool = True,
-           extra_env: str = "") -> Deployed:
-    """A service pinned to freshly pushed images and running, as an earlier cipug run leaves it."""
-    digests = {compose_service: containers.push_image(tagged) for compose_service, tagged in tags.items()}
-    service = services.add(name, env_text(tags, digests) + extra_env, compose_text(*tags), snapper=snapper, start=True)
-    return Deployed(service, tags, digests)
 
 
 def state(containers, service: Service) -> tuple[bytes, dict[str, tuple[str, str, bool]]]:
