@@ -264,9 +264,11 @@ class Updater:
     def _record(self, plan: ServicePlan, snapshot: int | None, snapper_config: str | None, outcome: str,
                 detail: str = "") -> None:
         time_text = history.now_iso()
-        self.records += [history.Record(time_text, plan.service.name, change.entry.hashed_key, change.entry.reference,
-                               change.entry.current, change.new, snapshot, snapper_config, outcome, detail)
-                for change in plan.changes]
+        self.records += [
+            history.Record(time_text, plan.service.name, change.entry.hashed_key, change.entry.reference,
+                           change.entry.current, change.new, snapshot, snapper_config, outcome, detail)
+            for change in plan.changes
+        ]
 
 
 def select_services(config: Config, log: Log, names: Iterable[str] = ()) -> list[Service]:
