@@ -6,7 +6,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from . import errors
@@ -27,6 +26,9 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
     the old content. `str` data is written as UTF-8, surrogates back as the bytes they stand for.
     Raises CipugError (ENV_WRITE_FAILED) and leaves the old file as it was when anything fails.
     """
+    # Imported here: reading, what most runs only do, should not pay for it at start-up.
+    import tempfile
+
     content = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     target = Path(os.path.realpath(path))
     temporary: str | None = None

@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -205,7 +204,7 @@ def history_command(
     records = [record for record in history.read(config.history_file, log)
                if service is None or record.service == service]
     if json_output:
-        print(json.dumps([asdict(record) for record in records], indent=2))
+        print(json.dumps([record._asdict() for record in records], indent=2))
     elif records:
         print("\n".join(_history_line(record) for record in records))
     else:

@@ -11,7 +11,7 @@ import json
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from . import errors
@@ -136,14 +136,10 @@ def _default_history(environ: Mapping[str, str]) -> str:
     return str(_state_path(environ, "STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state", "history.jsonl"))
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    parse: Callable[[object, Path], object]
-    # A string as it would be written in the environment, or a function of the
-    # environment for defaults that depend on where cipug runs; None: required.
-    default: str | Callable[[Mapping[str, str]], str] | None
-    help: str
+# `parse(value, base)` turns a raw value into a typed one (paths relative to `base`). `default` is a
+# string as it would be written in the environment, a function of the environment for defaults that
+# depend on where cipug runs, or None for a required setting.
+Setting = namedtuple("Setting", "name parse default help")
 
 
 SETTINGS: tuple[Setting, ...] = (

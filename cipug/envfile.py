@@ -37,7 +37,7 @@ The syntax follows compose-go's dotenv parser (what docker compose accepts), wit
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from . import errors
 from .errors import CipugError
@@ -68,22 +68,17 @@ class EnvFileError(CipugError):
         super().__init__(message, errors.ENV_FILE_INVALID)
 
 
-@dataclass(frozen=True)
-class Assignment:
+class Assignment(namedtuple("Assignment", "key raw_value lineno quote has_value value_start value_end end")):
     r"""One `KEY=VALUE` (or bare `KEY`) statement and where it sits in the text.
 
     `raw_value` is the value after unquoting and escapes, before interpolation; in it an escaped
     `\$` of a double-quoted value reads `$$`, the interpolation syntax for a literal `$`.
+    `lineno` is 1-based; `quote` is "", "'" or '"'; `has_value` is False for a bare `KEY` line;
+    `value_start`/`value_end` are the text offsets of the value's characters, inside the quotes;
+    `end` is the offset just past the statement's last line ending (or the end of the text).
     """
 
-    key: str
-    raw_value: str
-    lineno: int
-    quote: str  # "", "'" or '"'
-    has_value: bool  # False for a bare `KEY` line
-    value_start: int  # text offsets of the value's characters, inside the quotes
-    value_end: int
-    end: int  # text offset just past the statement's last line ending (or the end of the text)
+    __slots__ = ()
 
     @property
     def interpolated(self) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+import time
+from collections import namedtuple
 from pathlib import Path
 
 from .log import Log
@@ -13,29 +13,22 @@ from .log import Log
 UPDATED, ROLLED_BACK, FAILED = "updated", "rolled back", "failed"
 
 
-@dataclass(frozen=True)
-class Record:
-    time: str
-    service: str
-    entry: str
-    tagged: str
-    old: str | None
-    new: str | None  # None: a rollback left the entry without a pin
-    snapshot: int | None
-    snapper_config: str | None
-    outcome: str
-    detail: str = ""
+# One change to one image entry: `old`/`new` are pinned references, `snapshot` the snapper snapshot
+# taken before it (None without one), `outcome` UPDATED, ROLLED_BACK or FAILED.
+Record = namedtuple("Record", "time service entry tagged old new snapshot snapper_config outcome detail",
+                    defaults=("",))
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # time, not datetime: datetime would add to every timer run's start-up.
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
 
 def append(path: Path, records: list[Record], log: Log) -> None:
     """Append records; history is a record of what happened, so failing to write it only warns."""
     if not records:
         return
-    data = "".join(json.dumps(asdict(record), sort_keys=True) + "\n" for record in records).encode()
+    data = "".join(json.dumps(record._asdict(), sort_keys=True) + "\n" for record in records).encode()
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -13,12 +13,10 @@ def is_valid_digest(digest: object) -> bool:
     return isinstance(digest, str) and DIGEST_RE.fullmatch(digest) is not None
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """What a tag resolved to: the repository as skopeo names it and the manifest digest."""
+class Resolution(namedtuple("Resolution", "name digest")):
+    """What a tag resolved to: the repository as skopeo names it (`name`) and the manifest `digest`."""
 
-    name: str
-    digest: str
+    __slots__ = ()
 
     @property
     def pinned(self) -> str:
@@ -43,14 +41,11 @@ _OFFICIAL_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A normalised image reference: `nextcloud` is docker.io, library/nextcloud, latest."""
+class Reference(namedtuple("Reference", "registry repository tag digest", defaults=(None,))):
+    """A normalised image reference: `nextcloud` is registry docker.io, repository library/nextcloud,
+    tag latest; `digest` is set when the reference carries `@sha256:…`."""
 
-    registry: str
-    repository: str
-    tag: str
-    digest: str | None = None
+    __slots__ = ()
 
     @property
     def name(self) -> str:

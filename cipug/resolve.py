@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 from . import errors
 from .commands import last_line, run
+from .cache import ResolutionCache
 from .errors import CipugError
 from .imageref import Resolution, is_valid_digest
 from .log import Log
@@ -45,6 +43,8 @@ def parse_inspect_output(reference: str, stdout: str) -> Resolution:
 
 def skopeo_resolver(skopeo: Sequence[str], timeout: float) -> Resolver:
     def resolve(reference: str) -> Resolution:
+        import subprocess
+
         argv = [*skopeo, "inspect", "--no-tags", f"docker://{reference}"]
         try:
             result = run(argv, timeout=timeout)
@@ -58,16 +58,13 @@ def skopeo_resolver(skopeo: Sequence[str], timeout: float) -> Resolver:
     return resolve
 
 
-class Cache(Protocol):
-    """What resolve_all needs of a cache (cache.ResolutionCache)."""
+def resolve_all(references: Iterable[str], make_resolver: Callable[[], Resolver], workers: int,
+                cache: ResolutionCache, log: Log) -> dict[str, Resolution | CipugError]:
+    """Resolve each unique reference once, `workers` at a time; failures are returned, not raised.
 
-    def get(self, reference: str) -> Resolution | None: ...
-    def put(self, reference: str, resolution: Resolution) -> None: ...
-
-
-def resolve_all(references: Iterable[str], resolver: Resolver, workers: int, cache: Cache, log: Log
-                ) -> dict[str, Resolution | CipugError]:
-    """Resolve each unique reference once, `workers` at a time; failures are returned, not raised."""
+    The resolver is made only when the cache cannot answer everything: making it checks that its
+    tools exist, which a run with nothing to look up does not need.
+    """
     results: dict[str, Resolution | CipugError] = {}
     pending: list[str] = []
     for reference in dict.fromkeys(references):
@@ -87,6 +84,10 @@ def resolve_all(references: Iterable[str], resolver: Resolver, workers: int, cac
         return resolution
 
     if pending:
+        # Imported only when there is something to look up: it is slow to import.
+        from concurrent.futures import ThreadPoolExecutor
+
+        resolver = make_resolver()
         with ThreadPoolExecutor(max_workers=min(workers, len(pending))) as pool:
             for reference, outcome in zip(pending, pool.map(attempt, pending)):
                 results[reference] = outcome

@@ -11,7 +11,6 @@ changing anything and records what it did in history.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from . import errors, history
 from .commands import require_tools
@@ -91,7 +90,7 @@ def roll_back(config: Config, log: Log, name: str, *, confirm: Confirm, snapshot
     # it waits for the service whenever HEALTH_TIMEOUT allows, AUTO_ROLLBACK or not.
     settings = config if image_only else config.replace(service_snapshot=True, service_stop_start=True,
                                                         auto_rollback=True)
-    require_tools([command for command in required_commands(settings) if command != settings.skopeo_tool])
+    require_tools(required_commands(settings))
     # Held from reading history to the end, so a timer run cannot change the service in between.
     with update_lock(config):
         # Filters only choose what the update run touches: a rollback works on any service folder.
@@ -155,8 +154,8 @@ def _apply_pins(config: Config, log: Log, plan: ServicePlan, detail: str) -> int
     finally:
         # The Updater records its own way of undoing a failed change as "rolled back" too; here any
         # failure means the rollback did not happen.
-        records = [replace(record, detail=detail) if code == errors.OK
-                   else replace(record, outcome=history.FAILED, detail=f"{detail}: {record.detail}")
+        records = [record._replace(detail=detail) if code == errors.OK
+                   else record._replace(outcome=history.FAILED, detail=f"{detail}: {record.detail}")
                    for record in updater.records]
         history.append(config.history_file, records, log)
     if code == errors.OK:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from . import errors
@@ -10,12 +10,8 @@ from .config import Config
 from .errors import CipugError
 
 
-@dataclass(frozen=True)
-class Service:
-    name: str
-    folder: Path
-    env_file: Path
-    compose_file: Path
+# A service folder under the services root with its env and compose files.
+Service = namedtuple("Service", "name folder env_file compose_file")
 
 
 def select(names: list[str], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:

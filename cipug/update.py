@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections import namedtuple
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 
 from . import errors, history
 from .atomicfile import read_text, write_atomic
@@ -31,34 +31,29 @@ from .snapper import Snapper
 _TAGGED_KEY = re.compile(r"SERVICE_(?P<name>\w+?)_IMAGE_TAGGED")
 
 
-@dataclass(frozen=True)
-class ImageEntry:
-    tagged_key: str
-    hashed_key: str
-    reference: str
-    current: str | None
+# A TAGGED entry of a .env: its key, its HASHED key, the interpolated reference, the current pin (or None).
+ImageEntry = namedtuple("ImageEntry", "tagged_key hashed_key reference current")
 
 
-@dataclass(frozen=True)
-class Change:
-    entry: ImageEntry
-    resolution: Resolution
+class Change(namedtuple("Change", "entry resolution")):
+    """An ImageEntry whose tag now resolves to another pinned reference."""
+
+    __slots__ = ()
 
     @property
     def new(self) -> str:
         return self.resolution.pinned
 
 
-@dataclass
 class ServicePlan:
     """One service as read, and what the resolved digests mean for it."""
 
-    service: Service
-    text: str = ""
-    env: EnvFile | None = None
-    entries: list[ImageEntry] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    error: CipugError | None = None
+    def __init__(self, service: Service, text: str = "", env: EnvFile | None = None,
+                 entries: list[ImageEntry] | None = None, changes: list[Change] | None = None,
+                 error: CipugError | None = None) -> None:
+        self.service, self.text, self.env, self.error = service, text, env, error
+        self.entries: list[ImageEntry] = entries or []
+        self.changes: list[Change] = changes or []
 
 
 def image_entries(env: EnvFile) -> list[ImageEntry]:
@@ -118,6 +113,9 @@ def read_plan(service: Service) -> ServicePlan:
 
 
 def make_resolver(config: Config, log: Log) -> Resolver:
+    """The configured resolver; exit 10 when skopeo is needed and missing."""
+    if config.resolver == "skopeo" or config.registry_fallback:
+        require_tools([config.skopeo_tool])
     skopeo = skopeo_resolver(config.skopeo_tool, config.registry_timeout)
     if config.resolver == "skopeo":
         return skopeo
@@ -129,12 +127,12 @@ def make_resolver(config: Config, log: Log) -> Resolver:
     return resolver.resolve
 
 
-def plan_services(config: Config, services: Iterable[Service], log: Log, resolver: Resolver,
+def plan_services(config: Config, services: Iterable[Service], log: Log, make_resolver: Callable[[], Resolver],
                   cache: ResolutionCache) -> list[ServicePlan]:
     """Read every service, resolve all their references at once, and work out the changes."""
     plans = [read_plan(service) for service in services]
     references = [entry.reference for plan in plans if plan.error is None for entry in plan.entries]
-    resolutions = resolve_all(references, resolver, config.resolve_workers, cache, log)
+    resolutions = resolve_all(references, make_resolver, config.resolve_workers, cache, log)
     for plan in plans:
         if plan.error is None:
             try:
@@ -145,10 +143,8 @@ def plan_services(config: Config, services: Iterable[Service], log: Log, resolve
 
 
 def required_commands(config: Config) -> list[tuple[str, ...]]:
-    """The programs an update run with these settings will call."""
+    """The programs updating a service with these settings calls (skopeo: see make_resolver)."""
     commands = []
-    if config.resolver == "skopeo" or config.registry_fallback:
-        commands.append(config.skopeo_tool)
     if config.service_pull or config.service_stop_start:
         commands.append(config.compose_tool)
     if config.service_stop_start and config.stop_start_method != "compose":
@@ -290,7 +286,7 @@ def select_services(config: Config, log: Log, names: Iterable[str] = ()) -> list
 def resolve_plans(config: Config, log: Log, services: list[Service]) -> list[ServicePlan]:
     """Plan with the configured resolver and cache; the cache is saved once."""
     cache = ResolutionCache.load(config.cache_location, config.cache_duration, log, time.time())
-    plans = plan_services(config, services, log, make_resolver(config, log), cache)
+    plans = plan_services(config, services, log, lambda: make_resolver(config, log), cache)
     try:
         cache.save()
     except CipugError as error:
@@ -318,15 +314,14 @@ def update_lock(config: Config) -> AbstractContextManager[None]:
 
 def run_update(config: Config, log: Log, *, service_names: Iterable[str] = (), dry_run: bool = False) -> int:
     """The whole update run; the exit code."""
-    if not dry_run:
-        require_tools(required_commands(config))
-    elif config.resolver == "skopeo":
-        require_tools([config.skopeo_tool])
     # A dry run changes nothing, so it must not hold off the timer's run with the lock.
     lock = nullcontext() if dry_run else update_lock(config)
     with lock:
         services = select_services(config, log, service_names)
         plans = resolve_plans(config, log, services)
+        # Before any service is touched; a run with nothing to change needs none of these.
+        if not dry_run and any(plan.changes for plan in plans if plan.error is None):
+            require_tools(required_commands(config))
         codes = []
         updater = Updater(config, log, ServiceControl(config), Snapper(config.snapper_tool))
         try:

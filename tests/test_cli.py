@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,7 +181,7 @@ def test_history_lines_filter_and_json(stack):
     history_file = Path(stack.env["CIPUG_HISTORY_FILE"])
     records = [record(None, PIN_A, snapshot=3),
                record(PIN_A, PIN_B, service="db", snapshot=None),
-               replace(record(PIN_B, PIN_A, outcome=history.ROLLED_BACK, snapshot=9),
+               record(PIN_B, PIN_A, outcome=history.ROLLED_BACK, snapshot=9)._replace(
                        detail="folder restored to snapshot 3")]
     history.append(history_file, records, Log())
     with history_file.open("a") as file:

@@ -268,13 +268,35 @@ def test_folder_without_compose_file_is_not_a_service(stack):
     assert stack.calls() == []
 
 
-def test_missing_tool_is_10_before_anything_runs(stack, monkeypatch):
+def test_missing_skopeo_is_10_before_anything_runs(stack):
     env_file = stack.service("web", WEB_ENV)
-    (stack.tmp_path / "bin" / "snapper").unlink()
+    (stack.tmp_path / "bin" / "skopeo").unlink()
 
     assert stack.run() == errors.TOOL_MISSING
     assert stack.calls() == [] and env_file.read_text() == WEB_ENV
+    assert "required tool not found on PATH: skopeo" in stack.err.getvalue()
+
+
+def test_missing_snapper_is_10_before_any_service_is_touched(stack):
+    env_file = stack.service("web", WEB_ENV)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    (stack.tmp_path / "bin" / "snapper").unlink()
+
+    assert stack.run() == errors.TOOL_MISSING
+    assert [call[0] for call in stack.calls()] == ["skopeo"] and env_file.read_text() == WEB_ENV
     assert "snapper" in stack.err.getvalue()
+
+
+def test_run_with_nothing_to_look_up_or_change_needs_no_tools(stack):
+    stack.service("web", WEB_ENV + f"SERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    assert stack.run() == errors.OK
+    for tool in ("skopeo", "snapper", "podman", "podman-compose"):
+        (stack.tmp_path / "bin" / tool).unlink()
+
+    # Served from the cache, unchanged: a timer run on a machine whose tools are being upgraded still passes.
+    assert stack.run() == errors.OK
+    assert len(stack.calls()) == 1
 
 
 def test_systemd_method_restarts_the_unit(stack):
