@@ -6,18 +6,18 @@ import contextlib
 import errno
 import os
 import stat
-from pathlib import Path
 
 from . import errors
 from .errors import CipugError
 
 
-def read_text(path: Path) -> str:
+def read_text(path: str | os.PathLike[str]) -> str:
     """The file as UTF-8 text: undecodable bytes kept as surrogates, line endings as they are. Raises OSError."""
-    return path.read_bytes().decode("utf-8", "surrogateescape")
+    with open(path, "rb") as file:
+        return file.read().decode("utf-8", "surrogateescape")
 
 
-def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int | None = None) -> None:
     """Replace the file `path` with `data`: readers, and a crash, see the old content or the new, never a mix.
 
     An existing file keeps its permission bits, owner and group; a new one gets `mode`, 0600 unless
@@ -30,11 +30,12 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
     import tempfile
 
     content = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    target = Path(os.path.realpath(path))
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
     temporary: str | None = None
     try:
         existing = _stat_if_exists(target)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as file:
             file.write(content)
             file.flush()
@@ -43,7 +44,7 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
         os.replace(temporary, target)
         temporary = None
         # The rename itself is only durable once the folder is synced.
-        _fsync_folder(target.parent)
+        _fsync_folder(folder)
     except OSError as error:
         raise CipugError(f"{path} could not be written: {error.strerror or error}", errors.ENV_WRITE_FAILED) from None
     finally:
@@ -52,7 +53,7 @@ def write_atomic(path: Path, data: bytes | str, *, mode: int | None = None) -> N
                 os.unlink(temporary)
 
 
-def _stat_if_exists(path: Path) -> os.stat_result | None:
+def _stat_if_exists(path: str) -> os.stat_result | None:
     try:
         return os.stat(path)
     except FileNotFoundError:
@@ -77,7 +78,7 @@ def _set_metadata(fd: int, existing: os.stat_result | None, mode: int | None) ->
     os.fchmod(fd, stat.S_IMODE(existing.st_mode))
 
 
-def _fsync_folder(folder: Path) -> None:
+def _fsync_folder(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

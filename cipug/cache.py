@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
-from pathlib import Path
+import _thread
 
 from .atomicfile import write_atomic
 from .errors import CipugError
@@ -39,7 +38,7 @@ def _file_problem(info: os.stat_result) -> str | None:
     return None
 
 
-def _folder_problem(folder: Path) -> str | None:
+def _folder_problem(folder: str) -> str | None:
     """Why a cache in `folder` must not be trusted: anyone may replace files there between runs."""
     try:
         info = os.stat(folder)
@@ -50,7 +49,7 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
-def _read_trusted(path: Path) -> bytes | None:
+def _read_trusted(path: str) -> bytes | None:
     """The file's bytes, None when it does not exist; _Unusable when it may have been tampered with."""
     try:
         # Checks run on the opened descriptor, so the file cannot be swapped between check and read.
@@ -64,7 +63,7 @@ def _read_trusted(path: Path) -> bytes | None:
             raise _Unusable("is a symlink") from None
         raise _Unusable(f"cannot be read: {error.strerror}") from None
     with os.fdopen(fd, "rb") as file:
-        problem = _file_problem(os.fstat(file.fileno())) or _folder_problem(path.parent)
+        problem = _file_problem(os.fstat(file.fileno())) or _folder_problem(os.path.dirname(path))
         if problem:
             raise _Unusable(problem)
         try:
@@ -73,7 +72,7 @@ def _read_trusted(path: Path) -> bytes | None:
             raise _Unusable(f"cannot be read: {error.strerror}") from None
 
 
-def _parse(data: bytes, log: Log, path: Path) -> dict[str, tuple[Resolution, float]]:
+def _parse(data: bytes, log: Log, path: str) -> dict[str, tuple[Resolution, float]]:
     """Entries of a cache file; _Unusable when it is not what cipug writes."""
     try:
         document = json.loads(data.decode("utf-8"))
@@ -104,7 +103,7 @@ class ResolutionCache:
     """Resolutions younger than `duration` seconds; `duration == 0` disables reading and writing."""
 
     def __init__(
-        self, path: Path, duration: int, log: Log, now: float, entries: dict[str, tuple[Resolution, float]]
+        self, path: str, duration: int, log: Log, now: float, entries: dict[str, tuple[Resolution, float]]
     ) -> None:
         self.path = path
         self.duration = duration
@@ -113,10 +112,10 @@ class ResolutionCache:
         self._entries = entries
         self._changed = False
         # Resolutions run in worker threads.
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     @classmethod
-    def load(cls, path: Path, duration: int, log: Log, now: float) -> ResolutionCache:
+    def load(cls, path: str, duration: int, log: Log, now: float) -> ResolutionCache:
         """The cache at `path`; empty (with one warning) when the file is missing, untrusted or malformed."""
         entries: dict[str, tuple[Resolution, float]] = {}
         if duration > 0:
@@ -172,8 +171,9 @@ class ResolutionCache:
             self.log.warning(f"cannot write cache: {error.message}")
 
     def _write(self, text: str) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        problem = _folder_problem(self.path.parent)
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        problem = _folder_problem(folder)
         if problem:
             # The next run would ignore the file anyway; and someone else controls what is there.
             raise _Unusable(problem)
@@ -185,5 +185,5 @@ class ResolutionCache:
         # file we would not trust, so that a fresh private one takes its place.
         if existing is not None and _file_problem(existing):
             self.log.verbose(f"cache {self.path}: replacing the untrusted file ({_file_problem(existing)})")
-            self.path.unlink()
+            os.unlink(self.path)
         write_atomic(self.path, text, mode=0o600)

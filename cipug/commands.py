@@ -7,7 +7,6 @@ than the timer's whole run when nothing has to be looked up or changed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import errors
 from .errors import CipugError
@@ -43,7 +42,7 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "no error output"
 
 
-def run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float | None = None):
+def run(argv: Sequence[str], *, cwd: str | None = None, timeout: float | None = None):
     """Run argv; its subprocess.CompletedProcess (text). A program that cannot be started is exit 10,
     and one still running after `timeout` seconds raises subprocess.TimeoutExpired."""
     import subprocess
@@ -59,7 +58,7 @@ def run(argv: Sequence[str], *, cwd: Path | None = None, timeout: float | None =
         raise CipugError(f"tool cannot be run (permission denied): {argv[0]}", errors.TOOL_MISSING) from None
 
 
-def run_checked(argv: Sequence[str], code: int, what: str, *, cwd: Path | None = None,
+def run_checked(argv: Sequence[str], code: int, what: str, *, cwd: str | None = None,
                 timeout: float | None = None) -> str:
     """Run argv; on failure raise CipugError(code) saying `what` failed and why. Returns stdout."""
     import subprocess

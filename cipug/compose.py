@@ -46,9 +46,10 @@ class ServiceControl:
         self.config = config
 
     def compose(self, service: Service, *arguments: str) -> list[str]:
-        argv = [*self.config.compose_tool, "-f", service.compose_file.name]
-        if service.env_file.name != ".env":
-            argv += ["--env-file", service.env_file.name]
+        argv = [*self.config.compose_tool, "-f", os.path.basename(service.compose_file)]
+        env_file = os.path.basename(service.env_file)
+        if env_file != ".env":
+            argv += ["--env-file", env_file]
         return argv + list(arguments)
 
     def check(self, service: Service) -> None:

@@ -12,7 +12,6 @@ import os
 import shlex
 from collections.abc import Callable, Mapping
 from collections import namedtuple
-from pathlib import Path
 
 from . import errors
 from .errors import CipugError
@@ -33,7 +32,7 @@ class _Invalid(Exception):
         self.code = code
 
 
-def _boolean(value: object, base: Path) -> bool:
+def _boolean(value: object, base: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
@@ -41,11 +40,11 @@ def _boolean(value: object, base: Path) -> bool:
     raise _Invalid("true/false, 1/0 or yes/no (any case)")
 
 
-def _number(kind: type, low: float, high: float | None) -> Callable[[object, Path], float]:
+def _number(kind: type, low: float, high: float | None) -> Callable[[object, str], float]:
     name = "a whole number" if kind is int else "a number"
     bounds = f"{low} or more" if high is None else f"from {low} to {high}"
 
-    def parse(value: object, base: Path) -> float:
+    def parse(value: object, base: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise _Invalid(f"{name} {bounds}")
         try:
@@ -61,34 +60,34 @@ def _number(kind: type, low: float, high: float | None) -> Callable[[object, Pat
     return parse
 
 
-def _text(value: object, base: Path) -> str:
+def _text(value: object, base: str) -> str:
     if not isinstance(value, str):
         raise _Invalid("a string")
     return value
 
 
-def _file_name(value: object, base: Path) -> str:
+def _file_name(value: object, base: str) -> str:
     name = _text(value, base)
     if not name or "/" in name or name in (".", ".."):
         raise _Invalid("a plain file name without '/'", errors.INVALID_VALUE)
     return name
 
 
-def _relative_dir(value: object, base: Path) -> str:
+def _relative_dir(value: object, base: str) -> str:
     path = _text(value, base)
-    if path.startswith("/") or ".." in Path(path).parts:
+    if path.startswith("/") or ".." in path.split("/"):
         raise _Invalid("a folder relative to each service folder, or empty", errors.INVALID_VALUE)
     return path
 
 
-def _path(value: object, base: Path) -> Path:
+def _path(value: object, base: str) -> str:
     text = _text(value, base)
     if not text:
         raise _Invalid("a non-empty path", errors.INVALID_VALUE)
-    return Path(os.path.abspath(base / Path(text).expanduser()))
+    return os.path.abspath(os.path.join(base, os.path.expanduser(text)))
 
 
-def _names(value: object, base: Path) -> tuple[str, ...]:
+def _names(value: object, base: str) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         items = value
     elif isinstance(value, str):
@@ -98,7 +97,7 @@ def _names(value: object, base: Path) -> tuple[str, ...]:
     return tuple(item.strip() for item in items if item.strip())
 
 
-def _command(value: object, base: Path) -> tuple[str, ...]:
+def _command(value: object, base: str) -> tuple[str, ...]:
     try:
         argv = tuple(shlex.split(_text(value, base)))
     except ValueError as error:
@@ -108,8 +107,8 @@ def _command(value: object, base: Path) -> tuple[str, ...]:
     return argv
 
 
-def _choice(*choices: str) -> Callable[[object, Path], str]:
-    def parse(value: object, base: Path) -> str:
+def _choice(*choices: str) -> Callable[[object, str], str]:
+    def parse(value: object, base: str) -> str:
         text = _text(value, base)
         if text not in choices:
             raise _Invalid("one of " + ", ".join(choices), errors.INVALID_VALUE)
@@ -118,22 +117,22 @@ def _choice(*choices: str) -> Callable[[object, Path], str]:
     return parse
 
 
-def _state_path(environ: Mapping[str, str], systemd_var: str, xdg_var: str, fallback: str, name: str) -> Path:
+def _state_path(environ: Mapping[str, str], systemd_var: str, xdg_var: str, fallback: str, name: str) -> str:
     """Where systemd's StateDirectory/CacheDirectory or the XDG base dirs put a file of ours."""
     systemd_dirs = environ.get(systemd_var, "")
     if systemd_dirs:
         # systemd passes a colon-separated list when several directories are configured.
-        return Path(systemd_dirs.split(":")[0]) / name
-    base = environ.get(xdg_var) or str(Path(environ.get("HOME") or Path.home()) / fallback)
-    return Path(base) / "cipug" / name
+        return os.path.join(systemd_dirs.split(":")[0], name)
+    base = environ.get(xdg_var) or os.path.join(environ.get("HOME") or os.path.expanduser("~"), fallback)
+    return os.path.join(base, "cipug", name)
 
 
 def _default_cache(environ: Mapping[str, str]) -> str:
-    return str(_state_path(environ, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache", "cache.json"))
+    return _state_path(environ, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache", "cache.json")
 
 
 def _default_history(environ: Mapping[str, str]) -> str:
-    return str(_state_path(environ, "STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state", "history.jsonl"))
+    return _state_path(environ, "STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state", "history.jsonl")
 
 
 # `parse(value, base)` turns a raw value into a typed one (paths relative to `base`). `default` is a
@@ -208,9 +207,7 @@ class Config:
         result: dict[str, object] = {}
         for setting in SETTINGS:
             value = self._values[setting.name]
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple) and setting.parse is _command:
+            if isinstance(value, tuple) and setting.parse is _command:
                 value = shlex.join(value)
             elif isinstance(value, tuple):
                 value = list(value)
@@ -229,11 +226,12 @@ class Config:
 
 
 def _read_file(path_text: str) -> dict[str, object]:
-    path = Path(path_text).expanduser()
-    if not path.exists():
+    path = os.path.expanduser(path_text)
+    if not os.path.exists(path):
         raise CipugError(f"config file {path} (from {CONFIG_FILE_VARIABLE}) does not exist", errors.FILE_NOT_FOUND)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as file:
+            data = json.loads(file.read())
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise CipugError(f"config file {path} cannot be read: {reason}", errors.CONFIG_UNREADABLE) from None
@@ -258,10 +256,10 @@ def _read_file(path_text: str) -> dict[str, object]:
     return data
 
 
-def load_config(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Config:
+def load_config(environ: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None) -> Config:
     """Read the effective settings; raise CipugError naming the first bad one."""
     environ = os.environ if environ is None else environ
-    cwd = Path.cwd() if cwd is None else cwd
+    cwd = os.getcwd() if cwd is None else os.fspath(cwd)
     unknown = sorted(
         key for key in environ
         if key.startswith(ENV_PREFIX) and key != CONFIG_FILE_VARIABLE and key[len(ENV_PREFIX):] not in SETTINGS_BY_NAME
@@ -274,7 +272,7 @@ def load_config(environ: Mapping[str, str] | None = None, cwd: Path | None = Non
         )
     file_path = environ.get(CONFIG_FILE_VARIABLE, "")
     file_values = _read_file(file_path) if file_path else {}
-    file_base = Path(os.path.abspath(Path(file_path).expanduser())).parent if file_path else cwd
+    file_base = os.path.dirname(os.path.abspath(os.path.expanduser(file_path))) if file_path else cwd
 
     values: dict[str, object] = {}
     sources: dict[str, str] = {}

@@ -6,7 +6,6 @@ import json
 import os
 import time
 from collections import namedtuple
-from pathlib import Path
 
 from .log import Log
 
@@ -24,13 +23,13 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
 
-def append(path: Path, records: list[Record], log: Log) -> None:
+def append(path: str, records: list[Record], log: Log) -> None:
     """Append records; history is a record of what happened, so failing to write it only warns."""
     if not records:
         return
     data = "".join(json.dumps(record._asdict(), sort_keys=True) + "\n" for record in records).encode()
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(descriptor, data)
@@ -41,10 +40,11 @@ def append(path: Path, records: list[Record], log: Log) -> None:
         log.warning(f"history file {path} could not be written: {error.strerror}")
 
 
-def read(path: Path, log: Log) -> list[Record]:
+def read(path: str, log: Log) -> list[Record]:
     """Every readable record; a damaged line is skipped with a warning."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        with open(path, encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
     except FileNotFoundError:
         return []
     except OSError as error:

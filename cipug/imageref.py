@@ -24,14 +24,16 @@ class Resolution(namedtuple("Resolution", "name digest")):
         return f"{self.name}@{self.digest}"
 
 
-# The grammar docker and skopeo (containers/image docker/reference) accept.
-# Tags and domains are ASCII-only, hence re.ASCII for \w.
+# The grammar docker and skopeo (containers/image docker/reference) accept. Kept as patterns that
+# re compiles (and caches) on first use: only the registry resolver parses references, and
+# compiling them on every start would slow the timer's run. Tags and domains are ASCII-only,
+# hence re.ASCII for \w.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN_RE = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
-_TAG_RE = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
-_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_TAG = r"\w[\w.-]{0,127}"
+_IDENTIFIER = r"[a-f0-9]{64}"
 # containers/image limits the whole name, domain included.
 _NAME_MAX = 255
 
@@ -60,7 +62,7 @@ def parse_reference(text: str) -> Reference:
     """
     if not text:
         raise ValueError("the reference is empty")
-    if _IDENTIFIER_RE.fullmatch(text):
+    if re.fullmatch(_IDENTIFIER, text):
         raise ValueError("a bare 64-character hex string is an image ID, not a repository name")
     remainder, at, digest = text.partition("@")
     if at:
@@ -71,13 +73,13 @@ def parse_reference(text: str) -> Reference:
     tag = None
     if colon > slash:
         remainder, tag = remainder[:colon], remainder[colon + 1:]
-        if not _TAG_RE.fullmatch(tag):
+        if not re.fullmatch(_TAG, tag, re.ASCII):
             raise ValueError(f"tag {tag!r} is not valid (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')")
     registry, repository = _split_registry(remainder)
-    if not _DOMAIN_RE.fullmatch(registry):
+    if not re.fullmatch(_DOMAIN, registry):
         raise ValueError(f"registry {registry!r} is not a valid host[:port]")
-    if not _PATH_RE.fullmatch(repository):
-        if _PATH_RE.fullmatch(repository.lower()):
+    if not re.fullmatch(_PATH, repository):
+        if re.fullmatch(_PATH, repository.lower()):
             raise ValueError(f"repository name {repository!r} must be lowercase")
         raise ValueError(
             f"repository name {repository!r} is not valid (lowercase letters and digits, "

@@ -6,21 +6,20 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from . import errors
 from .errors import CipugError
 
 
 @contextmanager
-def run_lock(path: Path) -> Iterator[None]:
+def run_lock(path: str) -> Iterator[None]:
     """Hold the lock `path` for the `with` block; fail at once if another process holds it.
 
     The file is never deleted: a process could lock the old file just before
     another removes it and a third creates a new one, and two runs would go ahead.
     """
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         # CLOEXEC: compose and podman started during the run must not inherit and keep the lock.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as error:

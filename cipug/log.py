@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
+import _thread
 from io import TextIOBase
 
 ERRORS, NORMAL, VERBOSE, DEBUG = 0, 1, 2, 3
@@ -28,7 +28,7 @@ class Log:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         # Resolutions log from worker threads; keep their lines whole.
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def _write(self, stream: TextIOBase, colour: str, text: str) -> None:
         if colour and _use_colour(stream):

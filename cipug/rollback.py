@@ -21,8 +21,8 @@ from .imageref import Resolution, is_valid_digest
 from .log import Log
 from .services import Service
 from .snapper import Snapper
-from .update import (Change, ImageEntry, ServicePlan, Updater, read_plan, required_commands, select_services,
-                     short_digest, update_lock)
+from .apply import Updater, required_commands
+from .update import Change, ImageEntry, ServicePlan, read_plan, select_services, short_digest, update_lock
 
 # Asked with a yes/no question once the plan is shown; True goes ahead.
 Confirm = Callable[[str], bool]

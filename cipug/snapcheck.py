@@ -142,7 +142,7 @@ def _snapper_reader(service: str, folder: Path, log: Log) -> Callable[[int], dat
 
 
 def _check_one(service: Service, kind: str, relative: str, max_hours: float, log: Log, now: float) -> bool:
-    folder = service.folder / relative
+    folder = Path(service.folder) / relative
     try:
         names = _subfolders(folder)
     except FileNotFoundError:

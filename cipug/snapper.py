@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import errors
 from .commands import run_checked
@@ -26,7 +25,7 @@ class Snapper:
         self.snapper = list(snapper)
         self._configs: dict[str, str] | None = None
 
-    def config_for(self, folder: Path) -> str:
+    def config_for(self, folder: str) -> str:
         """The snapper config whose subvolume is `folder`; listed once per run."""
         if self._configs is None:
             stdout = run_checked([*self.snapper, "--jsonout", "list-configs"], errors.SNAPSHOT_FAILED,

@@ -40,17 +40,17 @@ def test_defaults_match_the_documented_table(tmp_path):
     assert config.snapshots_max_age_snapper == 1.5 and config.snapshots_max_age_btrbk == 36
     assert config.resolve_workers == 8
     assert config.services_filter == () and config.services_filter_exclude == ()
-    assert config.cache_location == Path("/home/someone/.cache/cipug/cache.json")
-    assert config.history_file == Path("/home/someone/.local/state/cipug/history.jsonl")
+    assert config.cache_location == "/home/someone/.cache/cipug/cache.json"
+    assert config.history_file == "/home/someone/.local/state/cipug/history.jsonl"
 
 
 def test_systemd_and_xdg_directories_place_cache_and_history(tmp_path):
     config = load(tmp_path, {**BASE, "CACHE_DIRECTORY": "/var/cache/cipug:/other", "STATE_DIRECTORY": "/var/lib/cipug"})
-    assert config.cache_location == Path("/var/cache/cipug/cache.json")
-    assert config.history_file == Path("/var/lib/cipug/history.jsonl")
+    assert config.cache_location == "/var/cache/cipug/cache.json"
+    assert config.history_file == "/var/lib/cipug/history.jsonl"
     config = load(tmp_path, {**BASE, "XDG_CACHE_HOME": "/x/cache", "XDG_STATE_HOME": "/x/state"})
-    assert config.cache_location == Path("/x/cache/cipug/cache.json")
-    assert config.history_file == Path("/x/state/cipug/history.jsonl")
+    assert config.cache_location == "/x/cache/cipug/cache.json"
+    assert config.history_file == "/x/state/cipug/history.jsonl"
 
 
 def test_environment_wins_over_file_and_file_over_default(tmp_path):
@@ -58,7 +58,7 @@ def test_environment_wins_over_file_and_file_over_default(tmp_path):
                   {"VERBOSITY": 0, "CACHE_DURATION": 60, "SERVICES_ROOT": "/from/file"})
     assert config.verbosity == 3
     assert config.cache_duration == 60
-    assert config.services_root == Path("/srv/services")
+    assert config.services_root == "/srv/services"
     assert config.sources["VERBOSITY"] == "environment variable CIPUG_VERBOSITY"
     assert config.sources["CACHE_DURATION"].startswith("setting CACHE_DURATION in ")
     assert config.sources["PRUNE_IMAGES"] == "default"
@@ -66,7 +66,7 @@ def test_environment_wins_over_file_and_file_over_default(tmp_path):
 
 def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path):
     config = load(tmp_path, {"HOME": "/h"}, {"SERVICES_ROOT": "services"})
-    assert config.services_root == tmp_path / "services"
+    assert config.services_root == str(tmp_path / "services")
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -158,5 +158,5 @@ def test_print_config_lines_round_trip_through_the_environment(tmp_path):
 
 def test_relative_services_root_in_environment_is_made_absolute(tmp_path):
     config = load(tmp_path, {"HOME": "/h", "CIPUG_SERVICES_ROOT": "srv"})
-    assert config.services_root == tmp_path / "srv"
+    assert config.services_root == str(tmp_path / "srv")
     assert os.path.isabs(config.as_json()["SERVICES_ROOT"])
