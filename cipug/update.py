@@ -100,7 +100,7 @@ def read_plan(service: Service) -> ServicePlan:
     plan = ServicePlan(service)
     try:
         plan.text = read_text(service.env_file)
-        plan.env = EnvFile.parse(plan.text, str(service.env_file))
+        plan.env = EnvFile.parse(plan.text, service.env_file)
         plan.entries = image_entries(plan.env)
     except OSError as error:
         plan.error = CipugError(f"{service.env_file} cannot be read: {error.strerror}", errors.FILE_NOT_FOUND)

@@ -192,26 +192,19 @@ def test_failing_pull_fails_with_33_and_restores_env(containers, registry, servi
     assert_untouched(containers, deployed.service, before)
 
 
-def test_folder_without_snapper_config_fails_with_31(containers, services, cipug, tag):
-    deployed = deploy(containers, services, "nosnapper", {"web": tag("web")}, snapper=False)
-    containers.push_image(deployed.tags["web"])
-    before = state(containers, deployed.service)
-
-    result = cipug.run()
-
-    assert result.returncode == SNAPSHOT_FAILED, explain(result)
-    assert_untouched(containers, deployed.service, before)
-
-
-def test_unparsable_env_fails_with_26(containers, services, cipug, tag):
+@pytest.mark.parametrize("name, options, code", [
+    ("nosnapper", {"snapper": False}, SNAPSHOT_FAILED),
     # A quote that never closes: no dotenv syntax accepts it.
-    deployed = deploy(containers, services, "badenv", {"web": tag("web")}, extra_env='BROKEN="no closing quote\n')
+    ("badenv", {"extra_env": 'BROKEN="no closing quote\n'}, ENV_FILE_INVALID),
+], ids=["no snapper config: 31", "unparsable .env: 26"])
+def test_service_that_cannot_be_updated_is_left_untouched(containers, services, cipug, tag, name, options, code):
+    deployed = deploy(containers, services, name, {"web": tag("web")}, **options)
     containers.push_image(deployed.tags["web"])
     before = state(containers, deployed.service)
 
     result = cipug.run()
 
-    assert result.returncode == ENV_FILE_INVALID, explain(result)
+    assert result.returncode == code, explain(result)
     assert_untouched(containers, deployed.service, before)
 
 
