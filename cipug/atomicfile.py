@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -49,8 +48,10 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int |
         raise CipugError(f"{path} could not be written: {error.strerror or error}", errors.ENV_WRITE_FAILED) from None
     finally:
         if temporary is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(temporary)
+            except OSError:
+                pass
 
 
 def _stat_if_exists(path: str) -> os.stat_result | None:

@@ -8,7 +8,6 @@ nothing about it ends a run.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import _thread
@@ -16,6 +15,7 @@ import _thread
 from .atomicfile import write_atomic
 from .errors import CipugError
 from .imageref import Resolution, is_valid_digest
+from .jsontext import InvalidJSON, parse_json
 from .log import Log
 
 
@@ -75,11 +75,11 @@ def _read_trusted(path: str) -> bytes | None:
 def _parse(data: bytes, log: Log, path: str) -> dict[str, tuple[Resolution, float]]:
     """Entries of a cache file; _Unusable when it is not what cipug writes."""
     try:
-        document = json.loads(data.decode("utf-8"))
+        document = parse_json(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise _Unusable("not valid JSON (not UTF-8)") from None
-    except json.JSONDecodeError as error:
-        raise _Unusable(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except InvalidJSON as error:
+        raise _Unusable(f"not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise _Unusable(f"not a JSON object but {type(document).__name__}")
     entries: dict[str, tuple[Resolution, float]] = {}
@@ -160,6 +160,9 @@ class ResolutionCache:
                 if self._fresh(resolved_at)
             }
             self._changed = False
+        # Imported here: most runs look nothing up and have nothing to save.
+        import json
+
         try:
             self._write(json.dumps(document, indent=2) + "\n")
         except OSError as error:

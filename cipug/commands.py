@@ -6,10 +6,13 @@ than the timer's whole run when nothing has to be looked up or changed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from . import errors
 from .errors import CipugError
+
+# Names only annotations use: collections.abc would import collections on every timer run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def describe(argv: Sequence[str]) -> str:

@@ -7,20 +7,25 @@ wins over the file, the file over the default.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
-from collections.abc import Callable, Mapping
-from collections import namedtuple
 
 from . import errors
 from .errors import CipugError
+from .jsontext import InvalidJSON, parse_json
+from .record import Record
+
+# Names only annotations use: collections.abc would import collections on every timer run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 ENV_PREFIX = "CIPUG_"
 CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
+# What makes shlex treat a command line differently from words between blanks.
+_SHELL_QUOTING = frozenset("\"'\\")
 
 
 class _Invalid(Exception):
@@ -97,9 +102,21 @@ def _names(value: object, base: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in items if item.strip())
 
 
+def _split_command(text: str) -> list[str]:
+    """`text` split into words as a shell does (shlex), quotes and backslashes understood."""
+    if _SHELL_QUOTING.isdisjoint(text):
+        # Plain words, what nearly every setting holds: shlex would import re, which costs more
+        # than the timer's whole run on a warm cache, to split them the same way.
+        words = text.replace("\t", " ").replace("\r", " ").replace("\n", " ").split(" ")
+        return [word for word in words if word]
+    import shlex
+
+    return shlex.split(text)
+
+
 def _command(value: object, base: str) -> tuple[str, ...]:
     try:
-        argv = tuple(shlex.split(_text(value, base)))
+        argv = tuple(_split_command(_text(value, base)))
     except ValueError as error:
         raise _Invalid(f"a command line ({error})", errors.INVALID_VALUE) from None
     if not argv:
@@ -135,10 +152,15 @@ def _default_history(environ: Mapping[str, str]) -> str:
     return _state_path(environ, "STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state", "history.jsonl")
 
 
-# `parse(value, base)` turns a raw value into a typed one (paths relative to `base`). `default` is a
-# string as it would be written in the environment, a function of the environment for defaults that
-# depend on where cipug runs, or None for a required setting.
-Setting = namedtuple("Setting", "name parse default help")
+class Setting(Record):
+    """A setting: `parse(value, base)` turns a raw value into a typed one (paths relative to `base`).
+
+    `default` is a string as it would be written in the environment, a function of the environment
+    for defaults that depend on where cipug runs, or None for a required setting.
+    """
+
+    __slots__ = ()
+    fields = "name parse default help"
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -208,6 +230,8 @@ class Config:
         for setting in SETTINGS:
             value = self._values[setting.name]
             if isinstance(value, tuple) and setting.parse is _command:
+                import shlex
+
                 value = shlex.join(value)
             elif isinstance(value, tuple):
                 value = list(value)
@@ -231,15 +255,12 @@ def _read_file(path_text: str) -> dict[str, object]:
         raise CipugError(f"config file {path} (from {CONFIG_FILE_VARIABLE}) does not exist", errors.FILE_NOT_FOUND)
     try:
         with open(path, encoding="utf-8") as file:
-            data = json.loads(file.read())
+            data = parse_json(file.read())
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise CipugError(f"config file {path} cannot be read: {reason}", errors.CONFIG_UNREADABLE) from None
-    except json.JSONDecodeError as error:
-        raise CipugError(
-            f"config file {path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
-            errors.CONFIG_UNREADABLE,
-        ) from None
+    except InvalidJSON as error:
+        raise CipugError(f"config file {path} is not valid JSON: {error}", errors.CONFIG_UNREADABLE) from None
     if not isinstance(data, dict):
         raise CipugError(
             f'config file {path} must hold a JSON object like {{"SERVICES_ROOT": "/srv/services"}}, not {type(data).__name__}',
@@ -293,6 +314,8 @@ def load_config(environ: Mapping[str, str] | None = None, cwd: str | os.PathLike
         try:
             values[setting.name] = setting.parse(raw, base)
         except _Invalid as error:
+            import json  # for the message only: the timer's run does without it
+
             raise CipugError(f"{source} = {json.dumps(raw)} is not valid; expected {error.accepted}", error.code) from None
         sources[setting.name] = source
     return Config(values, sources)

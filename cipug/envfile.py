@@ -36,25 +36,26 @@ The syntax follows compose-go's dotenv parser (what docker compose accepts), wit
 
 from __future__ import annotations
 
-import re
-from collections import namedtuple
-
 from . import errors
 from .errors import CipugError
+from .record import Record
 
 EXPECTED = "expected KEY=VALUE, export KEY=VALUE, a # comment or a blank line"
 
 # Blanks as compose-go counts them; CR among them so that a CRLF line's CR trims away.
 _BLANKS = " \t\v\f\r\x85\xa0"
 _BOM = "\ufeff"
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-_EXPORT = re.compile(f"export[{_BLANKS}]+")
+_EXPORT = "export"
+# Names are scanned by hand rather than with `re`, whose import costs more than the timer's whole
+# run on a warm cache. All ASCII: `str.isalpha` would take other letters.
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_DIGITS = frozenset("0123456789")
+# Interpolation names are narrower than keys: `.` and `-` would end them.
+_NAME_CHARS = _NAME_START | _DIGITS
+_KEY_CHARS = _NAME_CHARS | frozenset(".-")
 _QUOTES = "'\""
 _SEPARATORS = "=:"
-# Interpolation names are narrower than keys: `.` and `-` would end them.
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BRACED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?", re.DOTALL)
-_DOUBLE_QUOTED_ESCAPE = re.compile(r"\\(0[0-9]{0,3}|.)", re.DOTALL)
+_OPERATORS = ("-", "?", "+")
 # `\$` becomes `$$` so that interpolation, which runs afterwards, leaves a literal `$`.
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
             "\\": "\\", '"': '"', "$": "$$"}
@@ -68,7 +69,7 @@ class EnvFileError(CipugError):
         super().__init__(message, errors.ENV_FILE_INVALID)
 
 
-class Assignment(namedtuple("Assignment", "key raw_value lineno quote has_value value_start value_end end")):
+class Assignment(Record):
     r"""One `KEY=VALUE` (or bare `KEY`) statement and where it sits in the text.
 
     `raw_value` is the value after unquoting and escapes, before interpolation; in it an escaped
@@ -79,6 +80,7 @@ class Assignment(namedtuple("Assignment", "key raw_value lineno quote has_value 
     """
 
     __slots__ = ()
+    fields = "key raw_value lineno quote has_value value_start value_end end"
 
     @property
     def interpolated(self) -> bool:
@@ -190,17 +192,20 @@ class _Parser:
 
     def _assignment(self, start: int, line_end: int, lineno: int) -> Assignment:
         text = self.text
-        export = _EXPORT.match(text, start, line_end)
-        # `export` followed by no valid key is itself the key, as in `export=1`.
-        key_start = export.end() if export and _KEY.match(text, export.end(), line_end) else start
-        key_match = _KEY.match(text, key_start, line_end)
-        if not key_match:
+        key_start = start
+        after_export = start + len(_EXPORT)
+        if text.startswith(_EXPORT, start, line_end) and after_export < line_end and text[after_export] in _BLANKS:
+            after_blanks = _skip_blanks(text, after_export, line_end)
+            # `export` followed by no valid key is itself the key, as in `export=1`.
+            if _name_end(text, after_blanks, line_end, _KEY_CHARS) > after_blanks:
+                key_start = after_blanks
+        key_end = _name_end(text, key_start, line_end, _KEY_CHARS)
+        if key_end == key_start:
             raise self._error(lineno, f"{text[key_start]!r} cannot start a variable name")
-        key = key_match.group()
-        separator = _skip_blanks(text, key_match.end(), line_end)
+        key = text[key_start:key_end]
+        separator = _skip_blanks(text, key_end, line_end)
         if separator == line_end:
-            return Assignment(key, "", lineno, "", False, key_match.end(), key_match.end(),
-                              _next_line(text, line_end))
+            return Assignment(key, "", lineno, "", False, key_end, key_end, _next_line(text, line_end))
         if text[separator] not in _SEPARATORS:
             raise self._error(lineno, f"unexpected {text[separator]!r} after the name {key}")
         value_start = _skip_blanks(text, separator + 1, line_end)
@@ -229,7 +234,7 @@ class _Parser:
             closing_lineno = lineno + text.count("\n", opening, closing)
             raise self._error(closing_lineno, f"unexpected {text[rest]!r} after the closing quote of {key}")
         body = text[opening + 1:closing]
-        raw = body.replace("\\'", "'") if quote == "'" else _DOUBLE_QUOTED_ESCAPE.sub(_unescape, body)
+        raw = body.replace("\\'", "'") if quote == "'" else _unescape_double_quoted(body)
         return Assignment(key, raw, lineno, quote, True, opening + 1, closing, _next_line(text, line_end))
 
     def _error(self, lineno: int, what: str) -> EnvFileError:
@@ -263,15 +268,42 @@ def _closing_quote(text: str, position: int, quote: str) -> int:
     return -1
 
 
-def _unescape(match: re.Match[str]) -> str:
-    sequence = match.group(1)
-    if sequence[0] == "0":
-        digits = sequence[1:]
-        if len(digits) == 3 and set(digits) <= set("01234567") and int(digits, 8) <= 0o377:
-            return chr(int(digits, 8))
-        # compose-go drops the 0 of a sequence that is not an octal escape: "\08" reads \8.
-        return "\\" + digits
-    return _ESCAPES.get(sequence, match.group(0))
+def _name_end(text: str, start: int, end: int, chars: frozenset[str]) -> int:
+    """The end of the name (an ASCII letter or `_`, then `chars`) at `start`; `start` when there is none."""
+    if start >= end or text[start] not in _NAME_START:
+        return start
+    position = start + 1
+    while position < end and text[position] in chars:
+        position += 1
+    return position
+
+
+def _unescape_double_quoted(body: str) -> str:
+    """`body` with each backslash sequence replaced; a `\\0` takes up to three more digits."""
+    out = []
+    position = 0
+    while (backslash := body.find("\\", position)) >= 0 and backslash + 1 < len(body):
+        out.append(body[position:backslash])
+        position = backslash + 2
+        following = body[backslash + 1]
+        if following != "0":
+            out.append(_ESCAPES.get(following, "\\" + following))
+            continue
+        digits_end = position
+        while digits_end < min(position + 3, len(body)) and body[digits_end] in _DIGITS:
+            digits_end += 1
+        out.append(_octal(body[position:digits_end]))
+        position = digits_end
+    out.append(body[position:])
+    return "".join(out)
+
+
+def _octal(digits: str) -> str:
+    """What `\\0` followed by `digits` (up to three decimal digits) stands for."""
+    if len(digits) == 3 and set(digits) <= set("01234567") and int(digits, 8) <= 0o377:
+        return chr(int(digits, 8))
+    # compose-go drops the 0 of a sequence that is not an octal escape: "\08" reads \8.
+    return "\\" + digits
 
 
 def _effective_indexes(assignments: tuple[Assignment, ...]) -> dict[str, int]:
@@ -329,19 +361,21 @@ class _Interpolation:
             if closing < 0:
                 raise self._error("a ${ is never closed by }")
             return self._braced(template[dollar + 2:closing]), closing + 1
-        name = _NAME.match(template, dollar + 1)
-        if name:
-            return self._required(name.group()), name.end()
+        name_end = _name_end(template, dollar + 1, len(template), _NAME_CHARS)
+        if name_end > dollar + 1:
+            return self._required(template[dollar + 1:name_end]), name_end
         return "$", dollar + 1
 
     def _braced(self, inside: str) -> str:
-        match = _BRACED.fullmatch(inside)
-        if not match:
+        name_end = _name_end(inside, 0, len(inside), _NAME_CHARS)
+        name = inside[:name_end]
+        if name and name_end == len(inside):
+            return self._required(name)
+        operator_end = name_end + 1 if inside.startswith(":", name_end) else name_end
+        if not name or inside[operator_end:operator_end + 1] not in _OPERATORS:
             raise self._error("invalid ${...}; expected ${NAME}, ${NAME:-default}, ${NAME-default}, "
                               "${NAME:?error}, ${NAME?error}, ${NAME:+other} or ${NAME+other}")
-        name, operator, argument = match.groups()
-        if operator is None:
-            return self._required(name)
+        operator, argument = inside[name_end:operator_end + 1], inside[operator_end + 1:]
         value = self._lookup(name)
         # With a colon an empty value counts as missing, as in the shell.
         missing = value is None or (operator.startswith(":") and value == "")
@@ -386,7 +420,7 @@ def _closing_brace(template: str, position: int) -> int:
 
 def _check_writable(key: str, value: str) -> None:
     """Refuse what would need quoting or escaping: the value must mean the same in every quoting style."""
-    if not _KEY.fullmatch(key):
+    if not key or _name_end(key, 0, len(key), _KEY_CHARS) != len(key):
         raise ValueError(f"{key!r} is not a valid variable name")
     for char in value:
         if char in _UNWRITABLE or not char.isprintable():

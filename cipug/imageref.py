@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import re
-from collections import namedtuple
+from .record import Record
 
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_DIGEST_PREFIX = "sha256:"
+_HEX = frozenset("0123456789abcdef")
 
 
 def is_valid_digest(digest: object) -> bool:
     """True for `sha256:` followed by 64 lowercase hex digits, nothing else."""
-    return isinstance(digest, str) and DIGEST_RE.fullmatch(digest) is not None
+    # Checked without `re`: every run checks every digest, and few runs need `re` for anything else.
+    return (isinstance(digest, str) and len(digest) == len(_DIGEST_PREFIX) + 64
+            and digest.startswith(_DIGEST_PREFIX) and _HEX.issuperset(digest[len(_DIGEST_PREFIX):]))
 
 
-class Resolution(namedtuple("Resolution", "name digest")):
+class Resolution(Record):
     """What a tag resolved to: the repository as skopeo names it (`name`) and the manifest `digest`."""
 
     __slots__ = ()
+    fields = "name digest"
 
     @property
     def pinned(self) -> str:
@@ -26,8 +29,8 @@ class Resolution(namedtuple("Resolution", "name digest")):
 
 # The grammar docker and skopeo (containers/image docker/reference) accept. Kept as patterns that
 # re compiles (and caches) on first use: only the registry resolver parses references, and
-# compiling them on every start would slow the timer's run. Tags and domains are ASCII-only,
-# hence re.ASCII for \w.
+# importing re and compiling them on every start would slow the timer's run. Tags and domains are
+# ASCII-only, hence re.ASCII for \w.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _PATH = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -43,11 +46,13 @@ _OFFICIAL_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 
 
-class Reference(namedtuple("Reference", "registry repository tag digest", defaults=(None,))):
+class Reference(Record):
     """A normalised image reference: `nextcloud` is registry docker.io, repository library/nextcloud,
     tag latest; `digest` is set when the reference carries `@sha256:…`."""
 
     __slots__ = ()
+    fields = "registry repository tag digest"
+    defaults = (None,)
 
     @property
     def name(self) -> str:
@@ -60,6 +65,8 @@ def parse_reference(text: str) -> Reference:
 
     A reference with both a tag and a digest keeps both; the digest is what it points at.
     """
+    import re
+
     if not text:
         raise ValueError("the reference is empty")
     if re.fullmatch(_IDENTIFIER, text):

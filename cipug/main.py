@@ -3,10 +3,15 @@ subcommands come from the optional Typer CLI (`cipug[cli]`)."""
 
 from __future__ import annotations
 
-import json
-import signal
 import sys
 import time
+
+try:
+    # The C module behind `signal`: the same handlers without its enum wrappers, whose import
+    # (enum, functools, collections) costs more than the timer's whole run on a warm cache.
+    import _signal as signal
+except ImportError:  # a Python without CPython's module layout
+    import signal
 
 from . import __version__, errors
 from .config import load_config
@@ -14,6 +19,7 @@ from .errors import CipugError, Interrupted
 from .log import Log
 
 SUBCOMMANDS = ("update", "check", "check-snapshots", "config", "history", "rollback")
+_SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 
 
 def _parser():  # -> argparse.ArgumentParser, imported only when flags are given
@@ -64,6 +70,8 @@ def run_legacy(mode: str) -> int:
         print("\n".join(config.as_lines()))
         return errors.OK
     if mode == "print_config_json":
+        import json
+
         print(json.dumps(config.as_json(), indent=2))
         return errors.OK
     from .update import run_update, select_services
@@ -76,7 +84,7 @@ def run_legacy(mode: str) -> int:
 
 
 def _interrupt(signal_number: int, frame: object) -> None:
-    raise Interrupted(signal.Signals(signal_number).name)
+    raise Interrupted(_SIGNAL_NAMES[signal_number])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections import namedtuple
-
 from . import errors
 from .config import Config
 from .errors import CipugError
+from .record import Record
 
 
-# A service folder under the services root with its env and compose files (paths as strings:
-# pathlib alone would cost the timer's run more start-up time than its work on a warm cache).
-Service = namedtuple("Service", "name folder env_file compose_file")
+class Service(Record):
+    """A service folder under the services root with its env and compose files.
+
+    Paths are strings: pathlib alone would cost the timer's run more start-up time than its work
+    on a warm cache.
+    """
+
+    __slots__ = ()
+    fields = "name folder env_file compose_file"
 
 
 def select(names: list[str], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:

@@ -6,11 +6,7 @@ What changed is applied by cipug.apply, imported only when there is something to
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections import namedtuple
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
 
 from . import errors
 from .atomicfile import read_text
@@ -20,22 +16,34 @@ from .config import Config
 from .envfile import EnvFile
 from .errors import CipugError, combine_codes
 from .imageref import Resolution, is_valid_digest
-from .lock import run_lock
+from .lock import RunLock
 from .log import Log
-from .resolve import Resolver, resolve_all, skopeo_resolver
+from .record import Record
+from .resolve import resolve_all
 from .services import Service, find_services, missing_filtered
 
-_TAGGED_KEY = re.compile(r"SERVICE_(?P<name>\w+?)_IMAGE_TAGGED")
+# Names only annotations use: collections.abc would import collections on every timer run.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from .resolve import Resolver
+
+_TAGGED_PREFIX, _TAGGED_SUFFIX = "SERVICE_", "_IMAGE_TAGGED"
 
 
-# A TAGGED entry of a .env: its key, its HASHED key, the interpolated reference, the current pin (or None).
-ImageEntry = namedtuple("ImageEntry", "tagged_key hashed_key reference current")
+class ImageEntry(Record):
+    """A TAGGED entry of a .env: its key, its HASHED key, the interpolated reference, the current pin (or None)."""
+
+    __slots__ = ()
+    fields = "tagged_key hashed_key reference current"
 
 
-class Change(namedtuple("Change", "entry resolution")):
+class Change(Record):
     """An ImageEntry whose tag now resolves to another pinned reference."""
 
     __slots__ = ()
+    fields = "entry resolution"
 
     @property
     def new(self) -> str:
@@ -53,11 +61,17 @@ class ServicePlan:
         self.changes: list[Change] = changes or []
 
 
+def is_tagged_key(key: str) -> bool:
+    """SERVICE_<NAME>_IMAGE_TAGGED, NAME being letters, digits and `_` (keys hold no other characters but `.` and `-`)."""
+    return (len(key) > len(_TAGGED_PREFIX) + len(_TAGGED_SUFFIX) and key.startswith(_TAGGED_PREFIX)
+            and key.endswith(_TAGGED_SUFFIX) and "." not in key and "-" not in key)
+
+
 def image_entries(env: EnvFile) -> list[ImageEntry]:
     """The SERVICE_<NAME>_IMAGE_TAGGED entries, interpolated, with their HASHED counterparts."""
     entries = []
     for key in env.keys():
-        if not _TAGGED_KEY.fullmatch(key):
+        if not is_tagged_key(key):
             continue
         hashed_key = key[: -len("TAGGED")] + "HASHED"
         current = env.value(hashed_key) if env.get(hashed_key) is not None else None
@@ -113,6 +127,8 @@ def make_resolver(config: Config, log: Log) -> Resolver:
     """The configured resolver; exit 10 when skopeo is needed and missing."""
     if config.resolver == "skopeo" or config.registry_fallback:
         require_tools([config.skopeo_tool])
+    from .skopeo import skopeo_resolver
+
     skopeo = skopeo_resolver(config.skopeo_tool, config.registry_timeout)
     if config.resolver == "skopeo":
         return skopeo
@@ -179,25 +195,30 @@ def report_plan(plan: ServicePlan, log: Log, dry_run: bool = False) -> None:
             log.info(f"{name}: would set {change.entry.hashed_key}={change.new} (was {change.entry.current or 'unset'})")
 
 
-def update_lock(config: Config) -> AbstractContextManager[None]:
+def update_lock(config: Config) -> RunLock:
     """The lock of every run that changes services (update, rollback): one at a time."""
-    return run_lock(os.path.join(os.path.dirname(config.cache_location), "cipug.lock"))
+    return RunLock(os.path.join(os.path.dirname(config.cache_location), "cipug.lock"))
 
 
 def run_update(config: Config, log: Log, *, service_names: Iterable[str] = (), dry_run: bool = False) -> int:
     """The whole update run; the exit code."""
     # A dry run changes nothing, so it must not hold off the timer's run with the lock.
-    lock = nullcontext() if dry_run else update_lock(config)
-    with lock:
-        services = select_services(config, log, service_names)
-        plans = resolve_plans(config, log, services)
-        codes = [plan.error.code for plan in plans if plan.error is not None]
-        changed = [plan for plan in plans if plan.error is None and plan.changes]
-        for plan in plans:
-            report_plan(plan, log, dry_run)
-        if changed and not dry_run:
-            # Only now: most timer runs change nothing and need none of the machinery for it.
-            from .apply import apply_all
+    if dry_run:
+        return _update(config, log, service_names, dry_run)
+    with update_lock(config):
+        return _update(config, log, service_names, dry_run)
 
-            codes += apply_all(config, log, changed)
+
+def _update(config: Config, log: Log, service_names: Iterable[str], dry_run: bool) -> int:
+    services = select_services(config, log, service_names)
+    plans = resolve_plans(config, log, services)
+    codes = [plan.error.code for plan in plans if plan.error is not None]
+    changed = [plan for plan in plans if plan.error is None and plan.changes]
+    for plan in plans:
+        report_plan(plan, log, dry_run)
+    if changed and not dry_run:
+        # Only now: most timer runs change nothing and need none of the machinery for it.
+        from .apply import apply_all
+
+        codes += apply_all(config, log, changed)
     return combine_codes(codes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -316,7 +317,8 @@ def test_run_cli_returns_the_exit_code(stack, monkeypatch, capsys):
 
 # The timer's path, with and without Typer
 
-def python(code: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def python(code: str, tmp_path: Path, *args: str, flags: tuple[str, ...] = (),
+           **settings: str) -> subprocess.CompletedProcess[str]:
     services = tmp_path / "services"
     services.mkdir(exist_ok=True)
     bin_dir = tmp_path / "bin"
@@ -326,18 +328,74 @@ def python(code: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
         (bin_dir / tool).chmod(0o755)
     environ = {key: value for key, value in os.environ.items() if not key.startswith("CIPUG_")}
     environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", CIPUG_SERVICES_ROOT=str(services),
-                   CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"))
-    return subprocess.run([sys.executable, "-c", code, *args], env=environ, cwd=REPO, capture_output=True, text=True,
+                   CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"),
+                   **settings)
+    return subprocess.run([sys.executable, *flags, "-c", code, *args], env=environ, cwd=REPO, capture_output=True, text=True,
                           timeout=60)
 
 
-def test_default_run_does_not_import_typer(tmp_path):
-    code = ("import sys\nimport cipug.main\n"
-            "code = cipug.main.main([])\n"
-            "assert 'typer' not in sys.modules, 'typer imported'\n"
-            "sys.exit(code)")
-    result = python(code, tmp_path)
+# What the timer's run, nothing to look up or change, must not import: typer is an optional
+# extra, and each of the others costs more start-up time than such a whole run.
+HEAVY_MODULES = ("typer", "re", "json", "enum", "argparse", "subprocess", "shlex", "tempfile",
+                 "concurrent.futures", "collections", "contextlib", "typing", "pathlib")
+
+
+def test_the_timers_run_on_a_warm_cache_imports_nothing_heavy(tmp_path):
+    service = tmp_path / "services" / "web"
+    service.mkdir(parents=True)
+    (service / "compose.yml").write_text("services: {}\n")
+    (service / ".env").write_text(f"# web\nSERVICE_WEB_IMAGE_TAGGED=nginx:latest\nSERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"nginx:latest": {"name": PIN_A.split("@")[0], "digest": DIGEST_A,
+                                                      "resolved_at": time.time()}}))
+    cache.chmod(0o600)
+    # The NixOS module always passes a config file.
+    config = tmp_path / "cipug.json"
+    config.write_text(json.dumps({"VERBOSITY": 2, "SNAPPER_TOOL": "snapper --no-dbus"}))
+    code = ("import sys\nbefore = set(sys.modules)\nimport cipug.main\n"
+            "exit_code = cipug.main.main([])\n"
+            f"print(sorted(set(sys.modules) - before & set({HEAVY_MODULES!r})))\n"
+            "sys.exit(exit_code)")
+    # -S: without site, whose own imports (an editable install's finder imports re) would hide cipug's.
+    result = python(code, tmp_path, flags=("-S",), CIPUG_CONFIG_FILE=str(config))
     assert result.returncode == 0, result.stderr
+    assert "web: up to date (1 image)" in result.stdout
+    assert result.stdout.endswith("\n[]\n"), result.stdout
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_lookups_ends_the_run_with_130_and_one_line(tmp_path, signal_name):
+    # systemd signals every process of the unit, a terminal its foreground group: skopeo too.
+    service = tmp_path / "services" / "web"
+    service.mkdir(parents=True)
+    (service / "compose.yml").write_text("services: {}\n")
+    env = "SERVICE_WEB_IMAGE_TAGGED=nginx:latest\n"
+    (service / ".env").write_text(env)
+    started = tmp_path / "skopeo-started"
+    skopeo = tmp_path / "slow-skopeo"
+    skopeo.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    skopeo.chmod(0o755)
+    services = tmp_path / "services"
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("CIPUG_")}
+    environ.update(CIPUG_SERVICES_ROOT=str(services), CIPUG_SKOPEO_TOOL=str(skopeo),
+                   CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"))
+    process = subprocess.Popen([sys.executable, "-c", "import sys\nfrom cipug.main import main\nsys.exit(main())"],
+                               env=environ, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert started.exists(), process.communicate(timeout=30)
+        os.killpg(process.pid, getattr(signal, signal_name))
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == errors.INTERRUPTED == 130, err
+    assert err.count("\n") == 1 and signal_name in err and "Traceback" not in err
+    assert (service / ".env").read_text() == env
 
 
 BLOCKERS = {

@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,20 @@ def test_commands_split_like_a_shell_and_lists_on_commas(tmp_path):
     assert config.snapper_tool == ("snapper", "--no-dbus")
     assert config.services_filter_exclude == ("web", "db")
     assert load(tmp_path, file={"SERVICES_FILTER": ["a", "b"]}).services_filter == ("a", "b")
+
+
+@pytest.mark.parametrize("command", [
+    "docker compose", "  podman-compose\t--podman-path  /usr/bin/podman \n", "skopeo --registries-conf '/a b/r.conf'",
+    'run "a b" c\\ d', "tool\x0cwith-form-feed \xa0nbsp", "#not-a-comment x",
+])
+def test_commands_split_as_shlex_splits_them(tmp_path, command):
+    assert load(tmp_path, {**BASE, "CIPUG_COMPOSE_TOOL": command}).compose_tool == tuple(shlex.split(command))
+
+
+def test_a_command_with_an_unclosed_quote_is_refused(tmp_path):
+    error = error_of(tmp_path, {**BASE, "CIPUG_COMPOSE_TOOL": "docker 'compose"})
+    assert error.code == errors.INVALID_VALUE
+    assert "CIPUG_COMPOSE_TOOL" in error.message and "a command line (No closing quotation)" in error.message
 
 
 def test_print_config_json_has_every_setting_with_typed_values(tmp_path):

@@ -79,9 +79,16 @@ def test_name_of_255_characters_is_accepted():
 
 def test_is_valid_digest():
     assert is_valid_digest(DIGEST)
-    assert not is_valid_digest(DIGEST.upper())
-    assert not is_valid_digest(DIGEST[:-1])
-    assert not is_valid_digest(None)
+    assert is_valid_digest("sha256:" + "f" * 64)
+
+
+@pytest.mark.parametrize("digest", [
+    DIGEST.upper(), "SHA256:" + DIGEST[7:], DIGEST[:-1], DIGEST + "0", DIGEST + "\n", " " + DIGEST,
+    "sha512:" + DIGEST[7:], "sha256:" + "g" * 64, "sha256:" + "\u0663" * 64, "sha256-" + DIGEST[7:],
+    DIGEST[7:], "", None, DIGEST.encode(),
+])
+def test_invalid_digests(digest):
+    assert not is_valid_digest(digest)
 
 
 def test_resolution_pinned():

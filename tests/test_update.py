@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fakestack import DIGEST_A, DIGEST_B, DIGEST_C, WEB_ENV, containers
 
 from cipug import errors
 from cipug.config import load_config
 from cipug.errors import Interrupted
 from cipug.log import Log
-from cipug.update import run_update
+from cipug.update import is_tagged_key, run_update
 
 
 def test_first_run_pins_snapshots_writes_pulls_and_restarts_in_that_order(stack):
@@ -408,3 +410,20 @@ def test_second_run_while_one_holds_the_lock_exits_11(stack):
         holder.kill()
         holder.wait()
     assert "another cipug run holds the lock" in stack.err.getvalue()
+
+
+@pytest.mark.parametrize("key, tagged", [
+    ("SERVICE_WEB_IMAGE_TAGGED", True),
+    ("SERVICE_my_app2_IMAGE_TAGGED", True),
+    ("SERVICE_A_B_IMAGE_TAGGED", True),
+    ("SERVICE__IMAGE_TAGGED", False),
+    ("SERVICE_IMAGE_TAGGED", False),
+    ("SERVICE_A.B_IMAGE_TAGGED", False),
+    ("SERVICE_A-B_IMAGE_TAGGED", False),
+    ("MY_SERVICE_WEB_IMAGE_TAGGED", False),
+    ("SERVICE_WEB_IMAGE_TAGGED_OLD", False),
+    ("SERVICE_WEB_IMAGE_HASHED", False),
+    ("service_web_image_tagged", False),
+])
+def test_which_keys_name_a_tagged_image(key, tagged):
+    assert is_tagged_key(key) is tagged
