@@ -317,8 +317,8 @@ def test_run_cli_returns_the_exit_code(stack, monkeypatch, capsys):
 
 # The timer's path, with and without Typer
 
-def python(code: str, tmp_path: Path, *args: str, flags: tuple[str, ...] = (),
-           **settings: str) -> subprocess.CompletedProcess[str]:
+def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """Settings for a cipug process under tmp_path, with tools on PATH that fail if they are run."""
     services = tmp_path / "services"
     services.mkdir(exist_ok=True)
     bin_dir = tmp_path / "bin"
@@ -330,8 +330,22 @@ def python(code: str, tmp_path: Path, *args: str, flags: tuple[str, ...] = (),
     environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", CIPUG_SERVICES_ROOT=str(services),
                    CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"),
                    **settings)
-    return subprocess.run([sys.executable, *flags, "-c", code, *args], env=environ, cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    return environ
+
+
+def python(code: str, tmp_path: Path, *args: str, flags: tuple[str, ...] = (),
+           **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *flags, "-c", code, *args], env=environment(tmp_path, **settings), cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def web_service(tmp_path: Path, env: str) -> Path:
+    """A service `web` under tmp_path/services with this .env; its folder."""
+    folder = tmp_path / "services" / "web"
+    folder.mkdir(parents=True)
+    (folder / "compose.yml").write_text("services: {}\n")
+    (folder / ".env").write_text(env)
+    return folder
 
 
 # What the timer's run, nothing to look up or change, must not import: typer is an optional
@@ -341,10 +355,7 @@ HEAVY_MODULES = ("typer", "re", "json", "enum", "argparse", "subprocess", "shlex
 
 
 def test_the_timers_run_on_a_warm_cache_imports_nothing_heavy(tmp_path):
-    service = tmp_path / "services" / "web"
-    service.mkdir(parents=True)
-    (service / "compose.yml").write_text("services: {}\n")
-    (service / ".env").write_text(f"# web\nSERVICE_WEB_IMAGE_TAGGED=nginx:latest\nSERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    web_service(tmp_path, f"# web\nSERVICE_WEB_IMAGE_TAGGED=nginx:latest\nSERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
     cache = tmp_path / "cache.json"
     cache.write_text(json.dumps({"nginx:latest": {"name": PIN_A.split("@")[0], "digest": DIGEST_A,
                                                       "resolved_at": time.time()}}))
@@ -366,21 +377,14 @@ def test_the_timers_run_on_a_warm_cache_imports_nothing_heavy(tmp_path):
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_a_signal_during_the_lookups_ends_the_run_with_130_and_one_line(tmp_path, signal_name):
     # systemd signals every process of the unit, a terminal its foreground group: skopeo too.
-    service = tmp_path / "services" / "web"
-    service.mkdir(parents=True)
-    (service / "compose.yml").write_text("services: {}\n")
     env = "SERVICE_WEB_IMAGE_TAGGED=nginx:latest\n"
-    (service / ".env").write_text(env)
+    service = web_service(tmp_path, env)
     started = tmp_path / "skopeo-started"
     skopeo = tmp_path / "slow-skopeo"
     skopeo.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
     skopeo.chmod(0o755)
-    services = tmp_path / "services"
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("CIPUG_")}
-    environ.update(CIPUG_SERVICES_ROOT=str(services), CIPUG_SKOPEO_TOOL=str(skopeo),
-                   CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"))
     process = subprocess.Popen([sys.executable, "-c", "import sys\nfrom cipug.main import main\nsys.exit(main())"],
-                               env=environ, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=environment(tmp_path, CIPUG_SKOPEO_TOOL=str(skopeo)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
         deadline = time.monotonic() + 30
