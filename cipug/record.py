@@ -23,6 +23,8 @@ class Record(tuple):
         super().__init_subclass__(**kwargs)
         cls._names = tuple(cls.fields.split())
         for index, name in enumerate(cls._names):
+            if name.startswith("_") or hasattr(Record, name):
+                raise TypeError(f"{cls.__name__}: a field cannot be named {name!r}, which records use themselves")
             setattr(cls, name, property(lambda record, index=index: record[index]))
 
     def __new__(cls, *values: object) -> Record:

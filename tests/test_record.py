@@ -3,6 +3,7 @@
 import pytest
 
 from cipug.imageref import Reference, Resolution
+from cipug.record import Record
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -40,3 +41,9 @@ def test_records_cannot_be_changed():
 
 def test_repr_names_the_fields():
     assert repr(Resolution("a", DIGEST)) == f"Resolution(name='a', digest='{DIGEST}')"
+
+
+@pytest.mark.parametrize("name", ["count", "index", "fields", "_names"])
+def test_fields_cannot_hide_what_records_use(name):
+    with pytest.raises(TypeError, match=f"cannot be named '{name}'"):
+        type("Bad", (Record,), {"__slots__": (), "fields": f"first {name}"})
