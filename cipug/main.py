@@ -25,7 +25,12 @@ _SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
 def _parser():  # -> argparse.ArgumentParser, imported only when flags are given
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            # One line, as for any other bad input; --help shows the usage.
+            self.exit(errors.USAGE, f"cipug: error: {message} (see cipug --help)\n")
+
+    parser = Parser(
         prog="cipug",
         description="Pin the container images of compose services to digests, snapshot and update them. "
                     "Configured by CIPUG_* environment variables and CIPUG_CONFIG_FILE.",

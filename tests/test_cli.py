@@ -428,6 +428,16 @@ def test_without_typer_subcommands_say_what_to_install_and_the_legacy_flags_work
     assert default.returncode == 0, default.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--update", "--print-config"], "argument --print-config: not allowed with argument --update"),
+])
+def test_a_bad_flag_is_one_error_line(tmp_path, flags, message):
+    result = python("import sys\nfrom cipug.main import main\nsys.exit(main(sys.argv[1:]))", tmp_path, *flags)
+    assert result.returncode == errors.USAGE and result.stdout == ""
+    assert result.stderr == f"cipug: error: {message} (see cipug --help)\n"
+
+
 def test_help_of_the_program_is_the_cli_when_typer_is_there(tmp_path):
     result = python("import sys\nfrom cipug.main import main\nsys.exit(main(['--help']))", tmp_path)
     assert result.returncode == 0 and "rollback" in result.stdout and "check-snapshots" in result.stdout
