@@ -29,9 +29,7 @@
         };
       });
 
-      overlays.default = final: prev: {
-        cipug = final.callPackage ./nix/package.nix { };
-      };
+      overlays.default = import ./nix/overlay.nix;
 
       nixosModules = {
         cipug =
@@ -39,11 +37,13 @@
           {
             _class = "nixos";
             imports = [ ./nix/module.nix ];
-            # The flake's build for this machine; other platforms build it with
-            # the machine's own nixpkgs.
-            services.cipug.package = lib.mkDefault (
-              self.packages.${pkgs.stdenv.hostPlatform.system}.cipug or (pkgs.callPackage ./nix/package.nix { })
-            );
+            # The module's default is `pkgs.cipug`, from overlays.default. This
+            # module does not add the overlay itself: nixpkgs.overlays is
+            # read-only where pkgs is shared (nixosModules.readOnlyPkgs,
+            # runNixOSTest). Without it, cipug is built with the machine's
+            # nixpkgs all the same, so its overlays, `follows` and platform
+            # apply.
+            services.cipug.package = lib.mkDefault (pkgs.cipug or (pkgs.callPackage ./nix/package.nix { }));
           };
         default = self.nixosModules.cipug;
       };

@@ -8,22 +8,23 @@ Each command returns its exit code; a CipugError becomes one line on stderr and 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, ParamSpec
 
 import typer
 
-from . import errors, history
-from .commands import require_tools
-from .config import Config, load_config
-from .errors import CipugError
+from .commands.check import run_check
+from .commands.config import run_config
+from .commands.history import run_history
+from .commands.rollback import roll_back
+from .commands.snapshots import check_snapshots as check_all
+from .commands.update import run_update
+from .errors import CipugError, ExitCode, exit_code_of
 from .log import Log
-from .rollback import roll_back
-from .snapcheck import check_snapshots as check_all
-from .update import ServicePlan, report_plan, resolve_plans, run_update, select_services, short_digest
+from .services import select_services
+from .settings import Settings, load_settings
 
 app = typer.Typer(
     name="cipug",
@@ -39,25 +40,22 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+Arguments = ParamSpec("Arguments")
 
-def _exit_code(command: Callable[..., int]) -> Callable[..., None]:
-    """Turn a command's returned code, or a CipugError's, into the process exit code."""
+
+def _exit_code(command: Callable[Arguments, ExitCode]) -> Callable[Arguments, None]:
+    """End the process with the command's exit code."""
 
     @functools.wraps(command)
-    def run(*args: object, **kwargs: object) -> None:
-        try:
-            code = command(*args, **kwargs)
-        except CipugError as error:
-            Log().error(error.message)
-            code = error.code
-        raise typer.Exit(code)
+    def run(*args: Arguments.args, **kwargs: Arguments.kwargs) -> None:
+        raise typer.Exit(exit_code_of(lambda: command(*args, **kwargs)))
 
     return run
 
 
-def _setup() -> tuple[Config, Log]:
-    config = load_config()
-    return config, Log(config.verbosity)
+def _setup() -> tuple[Settings, Log]:
+    settings = load_settings()
+    return settings, Log(settings.verbosity)
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of lines")]
@@ -70,7 +68,7 @@ def update(
                                                              "(no write, snapshot, pull or restart)")] = False,
     service: Annotated[list[str] | None, typer.Option(
         "--service", "-s", metavar="NAME", help="update only this service; repeat for more")] = None,
-) -> int:
+) -> ExitCode:
     """Update the services whose image digests moved.
 
     Per service: snapshot, pin the new digests in .env, pull, restart, wait until up (and put the
@@ -82,31 +80,13 @@ def update(
       cipug update --dry-run            # show what would change
       cipug update --service nextcloud --service db
     """
-    config, log = _setup()
-    return run_update(config, log, service_names=service or (), dry_run=dry_run)
-
-
-def _check_json(plan: ServicePlan) -> dict[str, object]:
-    available = {change.entry.hashed_key: change.new for change in plan.changes}
-    status = "error" if plan.error else "pending" if plan.changes else "current"
-    return {
-        "service": plan.service.name,
-        "status": status,
-        "error": {"message": plan.error.message, "code": plan.error.code} if plan.error else None,
-        "entries": [{
-            "entry": entry.hashed_key,
-            "tagged": entry.reference,
-            "current": entry.current,
-            # Unknown when the service could not be resolved.
-            "available": None if plan.error else available.get(entry.hashed_key, entry.current),
-            "pending": None if plan.error else entry.hashed_key in available,
-        } for entry in plan.entries],
-    }
+    settings, log = _setup()
+    return run_update(settings, log, service_names=service or (), dry_run=dry_run)
 
 
 @app.command()
 @_exit_code
-def check(json_output: JsonOption = False) -> int:
+def check(json_output: JsonOption = False) -> ExitCode:
     """Report which services have updates, changing nothing.
 
     Exit 0 when every image is current, 1 when updates are pending, an error code (10 and up)
@@ -119,30 +99,13 @@ def check(json_output: JsonOption = False) -> int:
       cipug check
       cipug check --json | jq -r '.[] | select(.status == "pending") | .service'
     """
-    config, log = _setup()
-    if config.resolver == "skopeo":
-        require_tools([config.skopeo_tool])
-    plans = resolve_plans(config, log, select_services(config, log))
-    if json_output:
-        for plan in plans:
-            if plan.error is not None:
-                log.error(f"{plan.service.name}: {plan.error.message}")
-        print(json.dumps([_check_json(plan) for plan in plans], indent=2))
-    else:
-        for plan in plans:
-            report_plan(plan, log, dry_run=True)
-    failures = [plan.error.code for plan in plans if plan.error is not None]
-    if failures:
-        return errors.combine_codes(failures)
-    pending = [plan.service.name for plan in plans if plan.changes]
-    if not json_output:
-        log.info(f"updates pending: {', '.join(pending)}" if pending else "every image is current")
-    return errors.UPDATES_PENDING if pending else errors.OK
+    settings, log = _setup()
+    return run_check(settings, log, json_output=json_output)
 
 
 @app.command("check-snapshots")
 @_exit_code
-def check_snapshots() -> int:
+def check_snapshots() -> ExitCode:
     """Check that every service has recent snapshots.
 
     Exit 40 when a service has no snapper/btrbk snapshot younger than its max age.
@@ -153,13 +116,13 @@ def check_snapshots() -> int:
     Example:
       CIPUG_SNAPSHOTS_DIR_SNAPPER=.snapshots cipug check-snapshots
     """
-    config, log = _setup()
-    return check_all(config, select_services(config, log), log, time.time())
+    settings, log = _setup()
+    return check_all(settings, select_services(settings, log), log, time.time())
 
 
 @app.command()
 @_exit_code
-def config(json_output: JsonOption = False) -> int:
+def config(json_output: JsonOption = False) -> ExitCode:
     """Print the effective settings.
 
     As KEY=value lines, or JSON with --json.
@@ -170,16 +133,7 @@ def config(json_output: JsonOption = False) -> int:
       cipug config --json | jq .HISTORY_FILE
     """
     settings, _ = _setup()
-    print(json.dumps(settings.as_json(), indent=2) if json_output else "\n".join(settings.as_lines()))
-    return errors.OK
-
-
-def _history_line(record: history.Record) -> str:
-    line = (f"{record.time}  {record.service}  {record.outcome:<11}  {record.entry or '-'}  {record.tagged or '-'}  "
-            f"{short_digest(record.old)} -> {short_digest(record.new)}")
-    if record.snapshot is not None:
-        line += f"  snapshot {record.snapshot}"
-    return line + (f"  ({record.detail})" if record.detail else "")
+    return run_config(settings, json_output=json_output)
 
 
 @app.command("history")
@@ -187,7 +141,7 @@ def _history_line(record: history.Record) -> str:
 def history_command(
     service: Annotated[str | None, typer.Argument(metavar="SERVICE", help="show only this service")] = None,
     json_output: JsonOption = False,
-) -> int:
+) -> ExitCode:
     """Show every change cipug made, oldest first.
 
     Per image: time, service, outcome (updated, rolled back, failed), entry, tag, old and new
@@ -200,16 +154,8 @@ def history_command(
       cipug history nextcloud
       cipug history --json | jq '.[] | select(.outcome == "rolled back")'
     """
-    config, log = _setup()
-    records = [record for record in history.read(config.history_file, log)
-               if service is None or record.service == service]
-    if json_output:
-        print(json.dumps([record._asdict() for record in records], indent=2))
-    elif records:
-        print("\n".join(_history_line(record) for record in records))
-    else:
-        log.info(f"no history{f' for {service}' if service else ''} in {config.history_file}")
-    return errors.OK
+    settings, log = _setup()
+    return run_history(settings, log, service, json_output=json_output)
 
 
 def _stdin_is_terminal() -> bool:
@@ -220,7 +166,7 @@ def _ask(question: str) -> bool:
     if not _stdin_is_terminal():
         # Waiting for an answer nobody can give would hang a script; doing it unasked is worse.
         raise CipugError(f"{question} Not asking, as stdin is no terminal: add --yes to go ahead without asking",
-                         errors.USAGE)
+                         ExitCode.USAGE)
     try:
         return typer.confirm(question, default=False)
     except typer.Abort:
@@ -240,7 +186,7 @@ def rollback(
         "--image-only", help="only write back the image pins from before the last update (from history) and "
                              "restart, leaving data as it is")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
-) -> int:
+) -> ExitCode:
     """Roll a service back to before its last update.
 
     Data and images together, or only the images.
@@ -261,8 +207,8 @@ def rollback(
       cipug rollback nextcloud --image-only     # only the images, data as it is
       cipug rollback nextcloud --snapshot 41 --yes
     """
-    config, log = _setup()
-    return roll_back(config, log, service, snapshot=snapshot, image_only=image_only,
+    settings, log = _setup()
+    return roll_back(settings, log, service, snapshot=snapshot, image_only=image_only,
                      confirm=(lambda question: True) if yes else _ask)
 
 
@@ -272,4 +218,4 @@ def run_cli(argv: list[str]) -> int:
         app(args=argv, prog_name="cipug")
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    return errors.OK
+    return ExitCode.OK

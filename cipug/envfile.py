@@ -36,40 +36,43 @@ The syntax follows compose-go's dotenv parser (what docker compose accepts), wit
 
 from __future__ import annotations
 
-from . import errors
-from .errors import CipugError
-from .record import Record
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from .errors import CipugError, ExitCode
 
 EXPECTED = "expected KEY=VALUE, export KEY=VALUE, a # comment or a blank line"
 
 # Blanks as compose-go counts them; CR among them so that a CRLF line's CR trims away.
 _BLANKS = " \t\v\f\r\x85\xa0"
 _BOM = "\ufeff"
-_EXPORT = "export"
-# Names are scanned by hand rather than with `re`, whose import costs more than the timer's whole
-# run on a warm cache. All ASCII: `str.isalpha` would take other letters.
-_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-_DIGITS = frozenset("0123456789")
-# Interpolation names are narrower than keys: `.` and `-` would end them.
-_NAME_CHARS = _NAME_START | _DIGITS
-_KEY_CHARS = _NAME_CHARS | frozenset(".-")
+_KEY_PATTERN = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_KEY = re.compile(_KEY_PATTERN)
+# `export` followed by no valid key is itself the key, as in `export=1`.
+_STATEMENT_KEY = re.compile(rf"(?:export[{_BLANKS}]+)?(?P<key>{_KEY_PATTERN})")
 _QUOTES = "'\""
 _SEPARATORS = "=:"
-_OPERATORS = ("-", "?", "+")
+# Interpolation names are narrower than keys: `.` and `-` would end them.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?[-?+])(?P<argument>.*))?", re.DOTALL)
+# `\0` takes up to three digits, whether or not they make an octal escape.
+_DOUBLE_QUOTED_ESCAPE = re.compile(r"\\(0[0-9]{0,3}|.)", re.DOTALL)
+_OCTAL_ESCAPE = re.compile(r"0[0-3][0-7]{2}")
 # `\$` becomes `$$` so that interpolation, which runs afterwards, leaves a literal `$`.
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
             "\\": "\\", '"': '"', "$": "$$"}
-_UNWRITABLE = set(" '\"#$\\")
+_UNWRITABLE = frozenset(" '\"#$\\")
 
 
 class EnvFileError(CipugError):
     """A .env file cannot be parsed, or a value in it cannot be interpolated."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, errors.ENV_FILE_INVALID)
+        super().__init__(message, ExitCode.ENV_FILE_INVALID)
 
 
-class Assignment(Record):
+class Assignment(NamedTuple):
     r"""One `KEY=VALUE` (or bare `KEY`) statement and where it sits in the text.
 
     `raw_value` is the value after unquoting and escapes, before interpolation; in it an escaped
@@ -79,8 +82,14 @@ class Assignment(Record):
     `end` is the offset just past the statement's last line ending (or the end of the text).
     """
 
-    __slots__ = ()
-    fields = "key raw_value lineno quote has_value value_start value_end end"
+    key: str
+    raw_value: str
+    lineno: int
+    quote: str
+    has_value: bool
+    value_start: int
+    value_end: int
+    end: int
 
     @property
     def interpolated(self) -> bool:
@@ -90,7 +99,7 @@ class Assignment(Record):
 class EnvFile:
     """A parsed .env file that can produce its edited text."""
 
-    def __init__(self, text: str, path: str, assignments: list[Assignment]) -> None:
+    def __init__(self, text: str, path: Path, assignments: list[Assignment]) -> None:
         self.text = text
         self.path = path
         self.assignments = tuple(assignments)
@@ -98,7 +107,7 @@ class EnvFile:
         self._values = _interpolate_all(self.assignments, path)
 
     @classmethod
-    def parse(cls, text: str, path: str) -> EnvFile:
+    def parse(cls, text: str, path: Path) -> EnvFile:
         """Parse `text`, the content of `path`; raises EnvFileError naming the first bad line."""
         return cls(text, path, _Parser(text, path).assignments())
 
@@ -168,7 +177,7 @@ class EnvFile:
 class _Parser:
     """Splits a text into statements, recording every assignment with its spans."""
 
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: Path) -> None:
         self.text = text
         self.path = path
 
@@ -192,17 +201,10 @@ class _Parser:
 
     def _assignment(self, start: int, line_end: int, lineno: int) -> Assignment:
         text = self.text
-        key_start = start
-        after_export = start + len(_EXPORT)
-        if text.startswith(_EXPORT, start, line_end) and after_export < line_end and text[after_export] in _BLANKS:
-            after_blanks = _skip_blanks(text, after_export, line_end)
-            # `export` followed by no valid key is itself the key, as in `export=1`.
-            if _name_end(text, after_blanks, line_end, _KEY_CHARS) > after_blanks:
-                key_start = after_blanks
-        key_end = _name_end(text, key_start, line_end, _KEY_CHARS)
-        if key_end == key_start:
-            raise self._error(lineno, f"{text[key_start]!r} cannot start a variable name")
-        key = text[key_start:key_end]
+        match = _STATEMENT_KEY.match(text, start, line_end)
+        if not match:
+            raise self._error(lineno, f"{text[start]!r} cannot start a variable name")
+        key, key_end = match["key"], match.end()
         separator = _skip_blanks(text, key_end, line_end)
         if separator == line_end:
             return Assignment(key, "", lineno, "", False, key_end, key_end, _next_line(text, line_end))
@@ -234,7 +236,7 @@ class _Parser:
             closing_lineno = lineno + text.count("\n", opening, closing)
             raise self._error(closing_lineno, f"unexpected {text[rest]!r} after the closing quote of {key}")
         body = text[opening + 1:closing]
-        raw = body.replace("\\'", "'") if quote == "'" else _unescape_double_quoted(body)
+        raw = body.replace("\\'", "'") if quote == "'" else _DOUBLE_QUOTED_ESCAPE.sub(_unescape, body)
         return Assignment(key, raw, lineno, quote, True, opening + 1, closing, _next_line(text, line_end))
 
     def _error(self, lineno: int, what: str) -> EnvFileError:
@@ -268,42 +270,15 @@ def _closing_quote(text: str, position: int, quote: str) -> int:
     return -1
 
 
-def _name_end(text: str, start: int, end: int, chars: frozenset[str]) -> int:
-    """The end of the name (an ASCII letter or `_`, then `chars`) at `start`; `start` when there is none."""
-    if start >= end or text[start] not in _NAME_START:
-        return start
-    position = start + 1
-    while position < end and text[position] in chars:
-        position += 1
-    return position
-
-
-def _unescape_double_quoted(body: str) -> str:
-    """`body` with each backslash sequence replaced; a `\\0` takes up to three more digits."""
-    out = []
-    position = 0
-    while (backslash := body.find("\\", position)) >= 0 and backslash + 1 < len(body):
-        out.append(body[position:backslash])
-        position = backslash + 2
-        following = body[backslash + 1]
-        if following != "0":
-            out.append(_ESCAPES.get(following, "\\" + following))
-            continue
-        digits_end = position
-        while digits_end < min(position + 3, len(body)) and body[digits_end] in _DIGITS:
-            digits_end += 1
-        out.append(_octal(body[position:digits_end]))
-        position = digits_end
-    out.append(body[position:])
-    return "".join(out)
-
-
-def _octal(digits: str) -> str:
-    """What `\\0` followed by `digits` (up to three decimal digits) stands for."""
-    if len(digits) == 3 and set(digits) <= set("01234567") and int(digits, 8) <= 0o377:
-        return chr(int(digits, 8))
-    # compose-go drops the 0 of a sequence that is not an octal escape: "\08" reads \8.
-    return "\\" + digits
+def _unescape(match: re.Match[str]) -> str:
+    """What one backslash sequence of a double-quoted value stands for."""
+    sequence = match[1]
+    if _OCTAL_ESCAPE.fullmatch(sequence):
+        return chr(int(sequence, 8))
+    if sequence[0] == "0":
+        # compose-go drops the 0 of a sequence that is not an octal escape: "\08" reads \8.
+        return "\\" + sequence[1:]
+    return _ESCAPES.get(sequence, match[0])
 
 
 def _effective_indexes(assignments: tuple[Assignment, ...]) -> dict[str, int]:
@@ -316,7 +291,7 @@ def _effective_indexes(assignments: tuple[Assignment, ...]) -> dict[str, int]:
     return effective
 
 
-def _interpolate_all(assignments: tuple[Assignment, ...], path: str) -> list[str | EnvFileError]:
+def _interpolate_all(assignments: tuple[Assignment, ...], path: Path) -> list[str | EnvFileError]:
     """Every assignment's interpolated value, or the error it ran into, from the assignments above it."""
     seen: dict[str, str | EnvFileError] = {}
     results: list[str | EnvFileError] = []
@@ -337,7 +312,7 @@ def _interpolate_all(assignments: tuple[Assignment, ...], path: str) -> list[str
 class _Interpolation:
     """Substitutes variables in one value from the values assigned above it."""
 
-    def __init__(self, seen: dict[str, str | EnvFileError], path: str, lineno: int) -> None:
+    def __init__(self, seen: dict[str, str | EnvFileError], path: Path, lineno: int) -> None:
         self.seen = seen
         self.where = f"{path}:{lineno}"
 
@@ -361,32 +336,29 @@ class _Interpolation:
             if closing < 0:
                 raise self._error("a ${ is never closed by }")
             return self._braced(template[dollar + 2:closing]), closing + 1
-        name_end = _name_end(template, dollar + 1, len(template), _NAME_CHARS)
-        if name_end > dollar + 1:
-            return self._required(template[dollar + 1:name_end]), name_end
+        name = _NAME.match(template, dollar + 1)
+        if name:
+            return self._required(name[0]), name.end()
         return "$", dollar + 1
 
     def _braced(self, inside: str) -> str:
-        name_end = _name_end(inside, 0, len(inside), _NAME_CHARS)
-        name = inside[:name_end]
-        if name and name_end == len(inside):
-            return self._required(name)
-        operator_end = name_end + 1 if inside.startswith(":", name_end) else name_end
-        if not name or inside[operator_end:operator_end + 1] not in _OPERATORS:
+        match = _BRACED.fullmatch(inside)
+        if not match:
             raise self._error("invalid ${...}; expected ${NAME}, ${NAME:-default}, ${NAME-default}, "
                               "${NAME:?error}, ${NAME?error}, ${NAME:+other} or ${NAME+other}")
-        operator, argument = inside[name_end:operator_end + 1], inside[operator_end + 1:]
+        name, operator, argument = match["name"], match["operator"], match["argument"]
+        if operator is None:
+            return self._required(name)
         value = self._lookup(name)
-        # With a colon an empty value counts as missing, as in the shell.
-        missing = value is None or (operator.startswith(":") and value == "")
         kind = operator[-1]
-        if kind == "-":
-            return self.substitute(argument) if missing else value
-        if kind == "+":
-            return "" if missing else self.substitute(argument)
-        if missing:
+        # With a colon an empty value counts as missing, as in the shell.
+        if value is None or (operator.startswith(":") and value == ""):
+            if kind == "-":
+                return self.substitute(argument)
+            if kind == "+":
+                return ""
             raise self._error(f"{name} is required: {self.substitute(argument)}")
-        return value
+        return self.substitute(argument) if kind == "+" else value
 
     def _required(self, name: str) -> str:
         value = self._lookup(name)
@@ -420,7 +392,7 @@ def _closing_brace(template: str, position: int) -> int:
 
 def _check_writable(key: str, value: str) -> None:
     """Refuse what would need quoting or escaping: the value must mean the same in every quoting style."""
-    if not key or _name_end(key, 0, len(key), _KEY_CHARS) != len(key):
+    if not _KEY.fullmatch(key):
         raise ValueError(f"{key!r} is not a valid variable name")
     for char in value:
         if char in _UNWRITABLE or not char.isprintable():

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import os
 import sys
-import _thread
-from io import TextIOBase
+import threading
+from typing import TextIO
 
 ERRORS, NORMAL, VERBOSE, DEBUG = 0, 1, 2, 3
 
 _RED, _YELLOW, _GREEN, _DIM, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[2m", "\033[0m"
 
 
-def _use_colour(stream: TextIOBase) -> bool:
+def _use_colour(stream: TextIO) -> bool:
     if "NO_COLOR" in os.environ:
         return False
     isatty = getattr(stream, "isatty", None)
@@ -23,14 +23,14 @@ def _use_colour(stream: TextIOBase) -> bool:
 
 
 class Log:
-    def __init__(self, verbosity: int = NORMAL, out: TextIOBase | None = None, err: TextIOBase | None = None) -> None:
+    def __init__(self, verbosity: int = NORMAL, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.verbosity = verbosity
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         # Resolutions log from worker threads; keep their lines whole.
-        self._lock = _thread.allocate_lock()
+        self._lock = threading.Lock()
 
-    def _write(self, stream: TextIOBase, colour: str, text: str) -> None:
+    def _write(self, stream: TextIO, colour: str, text: str) -> None:
         if colour and _use_colour(stream):
             text = f"{colour}{text}{_RESET}"
         with self._lock:

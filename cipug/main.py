@@ -1,36 +1,35 @@
-"""Entry point. With no arguments (what the timer runs) only the standard library is used;
-subcommands come from the optional Typer CLI (`cipug[cli]`)."""
+"""Entry point. Without arguments (what the timer runs) cipug updates every service using the
+standard library only; subcommands come from the optional Typer CLI (`cipug[cli]`)."""
 
 from __future__ import annotations
 
+import argparse
+import signal
 import sys
 import time
+from types import FrameType
 
-try:
-    # The C module behind `signal`: the same handlers without its enum wrappers, whose import
-    # (enum, functools, collections) costs more than the timer's whole run on a warm cache.
-    import _signal as signal
-except ImportError:  # a Python without CPython's module layout
-    import signal
-
-from . import __version__, errors
-from .config import load_config
-from .errors import CipugError, Interrupted
+from . import __version__
+from .commands.config import run_config
+from .commands.snapshots import check_snapshots
+from .commands.update import run_update
+from .errors import ExitCode, Interrupted, exit_code_of
 from .log import Log
+from .services import select_services
+from .settings import load_settings
 
 SUBCOMMANDS = ("update", "check", "check-snapshots", "config", "history", "rollback")
-_SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+LEGACY_MODES = ("update", "check_snapshots", "print_config", "print_config_json")
 
 
-def _parser():  # -> argparse.ArgumentParser, imported only when flags are given
-    import argparse
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line, as for any other bad input; --help shows the usage.
+        self.exit(ExitCode.USAGE, f"cipug: error: {message} (see cipug --help)\n")
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:
-            # One line, as for any other bad input; --help shows the usage.
-            self.exit(errors.USAGE, f"cipug: error: {message} (see cipug --help)\n")
 
-    parser = Parser(
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
         prog="cipug",
         description="Pin the container images of compose services to digests, snapshot and update them. "
                     "Configured by CIPUG_* environment variables and CIPUG_CONFIG_FILE.",
@@ -61,35 +60,26 @@ def _run_cli(argv: list[str]) -> int:
         print(f"cipug: `cipug {argv[0]}` needs the command-line extra: pip install 'cipug[cli]' "
               "(without it: cipug --update, --check-snapshots, --print-config, --print-config-json)",
               file=sys.stderr)
-        return errors.USAGE
+        return ExitCode.USAGE
+    # Typer is loaded only for a subcommand: the timer's run never needs it.
     from .cli import run_cli
 
     return run_cli(argv)
 
 
-def run_legacy(mode: str) -> int:
-    """Run one of the flag modes: "update", "check_snapshots", "print_config" or "print_config_json"."""
-    config = load_config()
-    log = Log(config.verbosity)
-    if mode == "print_config":
-        print("\n".join(config.as_lines()))
-        return errors.OK
-    if mode == "print_config_json":
-        import json
-
-        print(json.dumps(config.as_json(), indent=2))
-        return errors.OK
-    from .update import run_update, select_services
-
+def run_legacy(mode: str) -> ExitCode:
+    """Run one of LEGACY_MODES."""
+    settings = load_settings()
+    log = Log(settings.verbosity)
+    if mode in ("print_config", "print_config_json"):
+        return run_config(settings, json_output=mode == "print_config_json")
     if mode == "check_snapshots":
-        from .snapcheck import check_snapshots
-
-        return check_snapshots(config, select_services(config, log), log, time.time())
-    return run_update(config, log)
+        return check_snapshots(settings, select_services(settings, log), log, time.time())
+    return run_update(settings, log)
 
 
-def _interrupt(signal_number: int, frame: object) -> None:
-    raise Interrupted(_SIGNAL_NAMES[signal_number])
+def _interrupt(signal_number: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signal_number).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     if argv and (argv[0] in SUBCOMMANDS or (argv[0] in ("-h", "--help") and _typer_importable())):
         return _run_cli(argv)
-    # The timer runs cipug without arguments: that path skips argparse, which costs more start-up
-    # time than a run over dozens of services on a warm cache.
     mode = "update"
     if argv:
         arguments = _parser().parse_args(argv)
-        mode = next((name for name in ("check_snapshots", "print_config", "print_config_json")
-                     if getattr(arguments, name)), "update")
-    try:
-        return run_legacy(mode)
-    except CipugError as error:
-        Log().error(error.message)
-        return error.code
+        mode = next((name for name in LEGACY_MODES[1:] if getattr(arguments, name)), "update")
+    return exit_code_of(lambda: run_legacy(mode))

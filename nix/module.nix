@@ -1,8 +1,10 @@
 # NixOS module: services.cipug, a systemd timer that keeps the container images
 # of compose services pinned to digests and up to date.
 #
-# The flake's `nixosModules.default` imports this file and sets
-# `services.cipug.package`; imported on its own, set that option yourself.
+# `services.cipug.package` defaults to `pkgs.cipug`, which the flake's
+# `overlays.default` (nix/overlay.nix) adds; the flake's `nixosModules.default`
+# imports this file and builds the package with the machine's nixpkgs when
+# `pkgs.cipug` is missing.
 {
   config,
   lib,
@@ -53,13 +55,6 @@ let
   ];
   unknownSettings = lib.subtractLists knownSettings (lib.attrNames settings);
 
-  # A folder outside the Nix store, given as a string: a Nix path value would be
-  # copied into the store, which is read-only and world-readable.
-  externalPath = types.pathWith {
-    absolute = true;
-    inStore = false;
-  };
-
   # Null values stand for "cipug's own default" and are left out of the file.
   configFile = settingsFormat.generate "cipug.json" (lib.filterAttrs (_: v: v != null) settings);
 
@@ -73,35 +68,64 @@ let
   composeProgram = programOf settings.COMPOSE_TOOL;
   containerProgram = programOf settings.CONTAINER_TOOL;
 
-  usesPodman = lib.elem composeProgram [ "podman-compose" "podman" ] || containerProgram == "podman";
-  usesDocker = lib.elem composeProgram [ "docker-compose" "docker" ] || containerProgram == "docker";
+  composeIsPodman = lib.elem composeProgram [
+    "podman-compose"
+    "podman"
+  ];
+  composeIsDocker = lib.elem composeProgram [
+    "docker-compose"
+    "docker"
+  ];
+  usesPodman = composeIsPodman || containerProgram == "podman";
+  usesDocker = composeIsDocker || containerProgram == "docker";
 
   # Podman and Docker as the system configures them (virtualisation.*), so the
   # service sees the same runtimes, storage and networks as an admin's shell.
   podmanPackage = config.virtualisation.podman.package;
   dockerPackage = config.virtualisation.docker.package;
 
-  toolPackages =
-    [ pkgs.skopeo ]
-    ++ lib.optional settings.SERVICE_SNAPSHOT pkgs.snapper
-    ++ lib.optional (lib.elem composeProgram [ "podman-compose" "podman" ]) pkgs.podman-compose
-    ++ lib.optional (composeProgram == "docker-compose") pkgs.docker-compose
-    ++ lib.optional usesPodman podmanPackage
-    ++ lib.optional usesDocker dockerPackage
-    ++ lib.optional (settings.STOP_START_METHOD != "compose") config.systemd.package;
+  # systemctl, for the systemd STOP_START_METHODs, needs no entry: NixOS puts
+  # systemd on the PATH of every unit.
+  toolPackages = [
+    pkgs.skopeo
+  ]
+  ++ lib.optional settings.SERVICE_SNAPSHOT pkgs.snapper
+  ++ lib.optional composeIsPodman pkgs.podman-compose
+  ++ lib.optional (composeProgram == "docker-compose") pkgs.docker-compose
+  ++ lib.optional usesPodman podmanPackage
+  ++ lib.optional usesDocker dockerPackage;
 
-  # `cipug` for an admin's shell: the service's settings, state, cache and tools,
-  # so `cipug check`, `cipug history` and `cipug rollback` see what the timer did.
+  # The unit as NixOS completes it: its environment holds the PATH built from
+  # `path`, and whatever other modules add.
+  unit = config.systemd.services.cipug;
+  unitEnvironment = lib.filterAttrs (name: value: value != null && name != "PATH") unit.environment;
+  stateDirectory = "cipug";
+  cacheDirectory = "cipug";
+
+  # `cipug` for an admin's shell, run as the unit runs it: `sudo cipug update`
+  # gets the timer's credentials and CIPUG_* overrides, and `cipug check`,
+  # `history` and `rollback` see its settings, state, cache and tools. As under
+  # systemd, the environment file comes last and wins. Like the wrapper of
+  # nixpkgs' restic module, this sources it as shell: NAME=value lines read the
+  # same either way.
+  sourceEnvironmentFile = lib.optionalString (cfg.environmentFile != null) (
+    "source ${lib.escapeShellArg cfg.environmentFile} || exit"
+  );
   cipugCommand = pkgs.writeShellScriptBin "cipug" ''
-    export CIPUG_CONFIG_FILE="''${CIPUG_CONFIG_FILE:-${configFile}}"
-    export STATE_DIRECTORY="''${STATE_DIRECTORY:-/var/lib/cipug}"
-    export CACHE_DIRECTORY="''${CACHE_DIRECTORY:-/var/cache/cipug}"
-    export PATH="${lib.makeBinPath cfg.path}''${PATH:+:$PATH}"
+    set -a
+    ${lib.toShellVars unitEnvironment}
+    PATH=${lib.escapeShellArg unit.environment.PATH}''${PATH:+:$PATH}
+    STATE_DIRECTORY=/var/lib/${stateDirectory}
+    CACHE_DIRECTORY=/var/cache/${cacheDirectory}
+    ${sourceEnvironmentFile}
+    set +a
+    unset ${toString (unit.serviceConfig.UnsetEnvironment or [ ])}
     exec ${lib.getExe cfg.package} "$@"
   '';
 
   snapperConfigs = config.services.snapper.configs;
-  servicesRoot = if settings.SERVICES_ROOT == null then "" else lib.removeSuffix "/" settings.SERVICES_ROOT;
+  servicesRoot =
+    if settings.SERVICES_ROOT == null then "" else lib.removeSuffix "/" settings.SERVICES_ROOT;
   snapperConfigsUnderRoot = lib.filterAttrs (
     _: snapperConfig: lib.hasPrefix "${servicesRoot}/" (toString (snapperConfig.SUBVOLUME or ""))
   ) snapperConfigs;
@@ -122,16 +146,13 @@ in
       `SERVICE_*_IMAGE_HASHED` entries, then pulls and restarts the services
       whose images changed'';
 
-    package = mkOption {
-      type = types.package;
-      description = ''
-        The cipug package the service runs.
-
-        The flake's `nixosModules.default` sets this (with `lib.mkDefault`) to
-        the flake's own build for the host platform, so there is nothing to do
-        when you import that module. When you import `nix/module.nix` directly,
-        set it yourself, for example to `pkgs.cipug` with the flake's
-        `overlays.default` applied.
+    package = lib.mkPackageOption pkgs "cipug" {
+      extraDescription = ''
+        nixpkgs has no cipug: `pkgs.cipug` comes from the flake's
+        `overlays.default` (`nix/overlay.nix`), built with the machine's
+        nixpkgs, so its overlays apply. The flake's `nixosModules.default`
+        does without the overlay: when `pkgs.cipug` is missing it builds
+        `nix/package.nix` with the machine's `pkgs` itself.
       '';
     };
 
@@ -172,7 +193,7 @@ in
 
         options = {
           SERVICES_ROOT = mkOption {
-            type = types.nullOr externalPath;
+            type = types.nullOr types.externalPath;
             default = null;
             example = "/srv/services";
             description = ''
@@ -275,9 +296,14 @@ in
             `SUBVOLUME` is that folder, in {option}`services.snapper.configs`.
           '';
 
-          SERVICE_PULL = boolSetting true "Whether to pull the new images before restarting, so the downtime stays short.";
+          SERVICE_PULL = boolSetting true ''
+            Whether to pull the new images before restarting, so the downtime
+            stays short.
+          '';
 
-          PRUNE_IMAGES = boolSetting true "Whether to prune unused images once per run when something changed.";
+          PRUNE_IMAGES = boolSetting true ''
+            Whether to prune unused images once per run when something changed.
+          '';
 
           AUTO_ROLLBACK = boolSetting true ''
             Whether to put the previous images back when a restarted service
@@ -321,7 +347,7 @@ in
     };
 
     environmentFile = mkOption {
-      type = types.nullOr externalPath;
+      type = types.nullOr types.externalPath;
       default = null;
       example = "/run/secrets/cipug.env";
       description = ''
@@ -342,11 +368,13 @@ in
         Packages on the service's PATH, in addition to the ones the module adds
         from the settings: skopeo always; snapper when `SERVICE_SNAPSHOT` is
         on; podman-compose and podman, docker-compose, or docker as
-        `COMPOSE_TOOL` and `CONTAINER_TOOL` say; systemd for the systemd
-        `STOP_START_METHOD`s. Podman and Docker are taken from
-        `virtualisation.podman.package` and `virtualisation.docker.package`.
-        Definitions here are added to that list; use `lib.mkForce` to replace
-        it entirely.
+        `COMPOSE_TOOL` and `CONTAINER_TOOL` say. Podman and Docker are taken
+        from `virtualisation.podman.package` and
+        `virtualisation.docker.package`. NixOS adds coreutils and systemd
+        (`systemctl`, for the systemd `STOP_START_METHOD`s) to every unit's
+        PATH. Definitions here are added to that list; use `lib.mkForce` to
+        replace it entirely. The `cipug` command the module installs runs with
+        the same PATH.
       '';
     };
 
@@ -394,6 +422,21 @@ in
         {option}`services.cipug.randomizedDelaySec`.
       '';
     };
+
+    timeoutStartSec = mkOption {
+      type = types.str;
+      default = "4h";
+      example = "90min";
+      description = ''
+        How long one run may take (the unit's `TimeoutStartSec`): a time span
+        in the format of {manpage}`systemd.time(7)`, or `"infinity"`. A run
+        that takes longer is stopped, as by `systemctl stop cipug.service`,
+        and the unit fails. Without a limit, a tool that hangs (a registry
+        that never answers, a stuck pull) would keep the unit active and the
+        timer would start no later run. The default leaves room for large
+        pulls and the health waits of many restarted services.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -435,12 +478,9 @@ in
       ++ lib.optional (usesDocker && !config.virtualisation.docker.enable) ''
         services.cipug uses docker (COMPOSE_TOOL "${settings.COMPOSE_TOOL}", CONTAINER_TOOL "${settings.CONTAINER_TOOL}"), but virtualisation.docker.enable is off, so there is no Docker daemon to talk to.
       ''
-      ++
-        lib.optional
-          (lib.elem composeProgram [ "docker-compose" "docker" ] && containerProgram == "podman")
-          ''
-            services.cipug.settings.COMPOSE_TOOL is "${settings.COMPOSE_TOOL}" but CONTAINER_TOOL is "podman": cipug would prune images and watch restarted containers with podman, not where Docker runs them. Set services.cipug.settings.CONTAINER_TOOL = "docker" (unless docker is podman's Docker compatibility).
-          ''
+      ++ lib.optional (composeIsDocker && containerProgram == "podman") ''
+        services.cipug.settings.COMPOSE_TOOL is "${settings.COMPOSE_TOOL}" but CONTAINER_TOOL is "podman": cipug would prune images and watch restarted containers with podman, not where Docker runs them. Set services.cipug.settings.CONTAINER_TOOL = "docker" (unless docker is podman's Docker compatibility).
+      ''
       ++ lib.optional (settings.STOP_START_METHOD == "systemd-user") ''
         services.cipug.settings.STOP_START_METHOD is "systemd-user", but services.cipug runs as root in a system service, which has no user manager to talk to: `systemctl --user` fails there unless you give the service XDG_RUNTIME_DIR of a running user manager yourself. For system units use "systemd-system".
       '';
@@ -453,7 +493,10 @@ in
 
     systemd.services.cipug = {
       description = "cipug: pin and update the container images of compose services";
-      after = [ "network-online.target" ] ++ lib.optional usesDocker "docker.service";
+      after = [
+        "network-online.target"
+      ]
+      ++ lib.optional usesDocker "docker.service";
       wants = [ "network-online.target" ];
       path = cfg.path;
 
@@ -469,27 +512,38 @@ in
       # between writing .env and restarting a service would leave that service
       # half-updated.
       restartIfChanged = false;
-      unitConfig.X-StopOnRemoval = false;
+
+      unitConfig = {
+        X-StopOnRemoval = false;
+        # The services root is often a file system of its own (btrfs): start
+        # after it is mounted, and not at all without it.
+        RequiresMountsFor = lib.optional (settings.SERVICES_ROOT != null) settings.SERVICES_ROOT;
+      };
 
       # No sandboxing (PrivateTmp, ProtectSystem, ProtectHome, PrivateDevices,
       # ProtectKernel*, ProtectControlGroups, ProtectHostname, NoNewPrivileges,
       # SystemCallFilter, RestrictNamespaces, RestrictAddressFamilies,
       # CapabilityBoundingSet, LockPersonality, MemoryDenyWriteExecute, Nice,
       # IOSchedulingClass, ...): podman has no daemon, so the containers cipug
-      # restarts are children of this service and inherit its mount namespace,
-      # seccomp filters, capability bounding set and scheduling priority for
-      # their whole life. Any of these would break or weaken the containers,
-      # not cipug. cipug itself runs as root because root podman, snapper and
-      # the service folders need it.
+      # restarts are started by this service's processes and inherit its mount
+      # namespace, seccomp filters, capability bounding set and scheduling
+      # priority for their whole life. Any of these would break or weaken the
+      # containers, not cipug. cipug itself runs as root because root podman,
+      # snapper and the service folders need it.
       serviceConfig = {
         Type = "oneshot";
         ExecStart = lib.getExe cfg.package;
+        # Podman keeps conmon, and with it the containers, in the calling
+        # unit's cgroup while INVOCATION_ID is set, so systemd would kill the
+        # containers cipug restarted as soon as the run ends.
+        UnsetEnvironment = "INVOCATION_ID";
+        TimeoutStartSec = cfg.timeoutStartSec;
         # /var/lib/cipug (history.jsonl) and /var/cache/cipug (cache.json and
         # the lock), found by cipug through $STATE_DIRECTORY/$CACHE_DIRECTORY.
         # Mode 0700: only root may read the history or plant cache entries.
-        StateDirectory = "cipug";
+        StateDirectory = stateDirectory;
         StateDirectoryMode = "0700";
-        CacheDirectory = "cipug";
+        CacheDirectory = cacheDirectory;
         CacheDirectoryMode = "0700";
       }
       // lib.optionalAttrs (cfg.environmentFile != null) {
@@ -497,6 +551,10 @@ in
       };
     };
 
+    # Any other [Timer] setting (AccuracySec, OnBootSec, ...) goes straight into
+    # systemd.timers.cipug.timerConfig, which merges with these, as
+    # systemd.services.cipug.serviceConfig does for the service; so the module
+    # has no timerConfig option of its own, like system.autoUpgrade.
     systemd.timers.cipug = {
       description = "Run cipug on schedule";
       wantedBy = [ "timers.target" ];

@@ -1,6 +1,7 @@
 # cipug with its CLI (typer). The unit tests run in the build; the integration
-# tests need root, a registry, btrfs and podman, and are left to ./tests/run
-# and the NixOS VM test (nix/tests/vm.nix).
+# tests (tests/integration: root, a registry, btrfs, podman) and the system
+# tests (tests/system: a VM) are left to ./tests/run and to the NixOS VM test
+# (nix/tests/vm.nix).
 #
 # Runtime tools (skopeo, snapper, podman-compose, ...) are not wrapped in: the
 # NixOS module puts them on the service's PATH, and `nix run` uses yours.
@@ -21,8 +22,10 @@ python3Packages.buildPythonApplication {
   inherit version;
   pyproject = true;
 
-  # Only what the build and the unit tests read, so editing the Nix files,
-  # CI or docs does not rebuild the package.
+  # Only what the build and the unit tests read (README.md is the package's
+  # long description), so editing the Nix files or CI does not rebuild the
+  # package; and only these files are copied to the store, also when this
+  # file is used without the flake.
   src = lib.fileset.toSource {
     inherit root;
     fileset = lib.fileset.unions [
@@ -30,7 +33,7 @@ python3Packages.buildPythonApplication {
       ../cipug
       ../tests
       ../LICENSE
-      (lib.fileset.maybeMissing ../README.md)
+      ../README.md
     ];
   };
 
@@ -43,10 +46,13 @@ python3Packages.buildPythonApplication {
     python3Packages.pytest-subprocess
   ];
 
-  # Integration tests (marked `integration`) need root and real services;
-  # tests/test_nix.py needs Nix itself, which the build sandbox lacks.
+  # Integration tests need root and real services, system tests a VM, and
+  # tests/test_nix.py needs Nix itself, which the build sandbox lacks. The
+  # other tests import their helpers from the package tests/support, found
+  # through pytest's `pythonpath` in pyproject.toml.
   disabledTestPaths = [
     "tests/integration"
+    "tests/system"
     "tests/test_nix.py"
   ];
 

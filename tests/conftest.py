@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fakestack import Stack
+from tests.support.fakestack import Stack
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

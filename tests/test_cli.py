@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fakestack import DIGEST_A, DIGEST_B, ENV_A, ENV_B, PIN_A, PIN_B, WEB_ENV, Rollback, record
 from typer.testing import CliRunner
 
-from cipug import cli, errors, history
+from cipug import cli
+from cipug.errors import ExitCode
+from cipug.files import history
 from cipug.log import Log
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.fakestack import DIGEST_A, DIGEST_B, ENV_A, ENV_B, PIN_A, PIN_B, WEB_ENV, Rollback, record
+from tests.support.invoke import REPO, run_cipug, start_cipug
 COMMANDS = ("update", "check", "check-snapshots", "config", "history", "rollback")
 
 
@@ -78,12 +79,12 @@ def test_update_dry_run_for_chosen_services_changes_nothing(stack):
 
 def test_update_of_an_unknown_service_is_one_line(stack):
     stack.service("web", WEB_ENV)
-    assert_one_line_error(invoke(stack, "update", "--service", "nosuch"), errors.DIRECTORY_NOT_FOUND,
+    assert_one_line_error(invoke(stack, "update", "--service", "nosuch"), ExitCode.DIRECTORY_NOT_FOUND,
                           "cipug: error: no such service: nosuch (services: web)")
 
 
 def test_bad_setting_is_one_line(stack):
-    assert_one_line_error(invoke(stack, "config", verbosity="9"), errors.INVALID_VALUE, "CIPUG_VERBOSITY")
+    assert_one_line_error(invoke(stack, "config", verbosity="9"), ExitCode.INVALID_VALUE, "CIPUG_VERBOSITY")
 
 
 # check
@@ -97,8 +98,8 @@ def test_check_exits_0_when_current_and_1_when_pending_changing_nothing(stack):
     current = invoke(stack, "check", cache_duration="0")
     pending = invoke(stack, "check", cache_duration="0")
 
-    assert current.exit_code == errors.OK and "every image is current" in current.stdout
-    assert pending.exit_code == errors.UPDATES_PENDING and "updates pending: web" in pending.stdout
+    assert current.exit_code == ExitCode.OK and "every image is current" in current.stdout
+    assert pending.exit_code == ExitCode.UPDATES_PENDING and "updates pending: web" in pending.stdout
     assert env_file.read_text() == before
     assert [call[0] for call in stack.calls()] == ["skopeo", "skopeo"]
     assert stack.history() == []
@@ -112,7 +113,7 @@ def test_check_errors_win_over_pending_updates(stack):
 
     result = invoke(stack, "check")
 
-    assert result.exit_code == errors.RESOLVE_FAILED
+    assert result.exit_code == ExitCode.RESOLVE_FAILED
     assert "broken: nosuch:tag could not be resolved: manifest unknown" in result.stderr
 
 
@@ -127,10 +128,10 @@ def test_check_json_has_one_object_per_service(stack):
 
     result = invoke(stack, "check", "--json")
 
-    assert result.exit_code == errors.RESOLVE_FAILED
+    assert result.exit_code == ExitCode.RESOLVE_FAILED
     assert json.loads(result.stdout) == [
         {"service": "broken", "status": "error",
-         "error": {"message": "nosuch:tag could not be resolved: manifest unknown", "code": errors.RESOLVE_FAILED},
+         "error": {"message": "nosuch:tag could not be resolved: manifest unknown", "code": ExitCode.RESOLVE_FAILED},
          "entries": [{"entry": "SERVICE_X_IMAGE_HASHED", "tagged": "nosuch:tag", "current": None,
                       "available": None, "pending": None}]},
         {"service": "current", "status": "current", "error": None,
@@ -148,7 +149,7 @@ def test_check_json_has_one_object_per_service(stack):
 def test_check_without_skopeo_is_10(stack):
     stack.service("web", WEB_ENV)
     (stack.tmp_path / "bin" / "skopeo").unlink()
-    assert_one_line_error(invoke(stack, "check"), errors.TOOL_MISSING, "skopeo")
+    assert_one_line_error(invoke(stack, "check"), ExitCode.TOOL_MISSING, "skopeo")
 
 
 # check-snapshots, config
@@ -163,9 +164,9 @@ def test_check_snapshots(stack):
     fresh = invoke(stack, "check-snapshots", snapshots_dir_snapper=".snapshots")
     missing = invoke(stack, "check-snapshots", snapshots_dir_snapper=".nosuch")
 
-    assert fresh.exit_code == errors.OK and "web: newest snapper snapshot 1" in fresh.stdout
-    assert missing.exit_code == errors.SNAPSHOTS_STALE
-    assert invoke(stack, "check-snapshots").exit_code == errors.INVALID_VALUE
+    assert fresh.exit_code == ExitCode.OK and "web: newest snapper snapshot 1" in fresh.stdout
+    assert missing.exit_code == ExitCode.SNAPSHOTS_STALE
+    assert invoke(stack, "check-snapshots").exit_code == ExitCode.INVALID_VALUE
 
 
 def test_config_as_lines_and_as_json(stack):
@@ -262,7 +263,7 @@ def test_rollback_without_terminal_or_yes_refuses(web):
 
     result = invoke(web.stack, "rollback", "web", input="y\n")
 
-    assert_one_line_error(result, errors.USAGE, "stdin is no terminal: add --yes")
+    assert_one_line_error(result, ExitCode.USAGE, "stdin is no terminal: add --yes")
     assert "steps: stop it" in result.stdout
     assert web.env_file.read_text() == ENV_B and web.calls() == ["snapper --jsonout list-configs"]
 
@@ -293,26 +294,26 @@ def test_rollback_errors_are_one_line(web):
     web.env_file.write_text(ENV_A.replace(PIN_A, PIN_B))
     web.add_history(record(None, PIN_A, snapshot=13, time="2026-03-01T00:00:00+00:00"))
 
-    assert_one_line_error(invoke(web.stack, "rollback", "web", "--image-only", "-y"), errors.USAGE,
+    assert_one_line_error(invoke(web.stack, "rollback", "web", "--image-only", "-y"), ExitCode.USAGE,
                           "pinned for the first time")
-    assert_one_line_error(invoke(web.stack, "rollback", "nosuch", "-y"), errors.DIRECTORY_NOT_FOUND, "nosuch")
+    assert_one_line_error(invoke(web.stack, "rollback", "nosuch", "-y"), ExitCode.DIRECTORY_NOT_FOUND, "nosuch")
 
 
 @pytest.mark.parametrize("args", [["rollback"], ["rollback", "web", "--snapshot", "0"],
                                   ["rollback", "web", "--snapshot", "x"], ["update", "--nosuch"]])
 def test_bad_command_lines_exit_2(stack, args):
     result = invoke(stack, *args)
-    assert result.exit_code == errors.USAGE and "Traceback" not in result.output
+    assert result.exit_code == ExitCode.USAGE and "Traceback" not in result.output
 
 
 def test_run_cli_returns_the_exit_code(stack, monkeypatch, capsys):
     for key, value in stack.env.items():
         monkeypatch.setenv(key, value)
 
-    assert cli.run_cli(["config", "--json"]) == errors.OK
+    assert cli.run_cli(["config", "--json"]) == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["SERVICES_ROOT"] == str(stack.root)
-    assert cli.run_cli(["history", "--nosuch"]) == errors.USAGE
-    assert cli.run_cli(["update", "--service", "nosuch"]) == errors.DIRECTORY_NOT_FOUND
+    assert cli.run_cli(["history", "--nosuch"]) == ExitCode.USAGE
+    assert cli.run_cli(["update", "--service", "nosuch"]) == ExitCode.DIRECTORY_NOT_FOUND
 
 
 # The timer's path, with and without Typer
@@ -333,9 +334,9 @@ def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     return environ
 
 
-def python(code: str, tmp_path: Path, *args: str, flags: tuple[str, ...] = (),
-           **settings: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *flags, "-c", code, *args], env=environment(tmp_path, **settings), cwd=REPO,
+def python(code: str, tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Python code that sets something up (blocks typer, watches imports) before it runs cipug.main."""
+    return subprocess.run([sys.executable, "-c", code, *args], env=environment(tmp_path, **settings), cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -348,13 +349,15 @@ def web_service(tmp_path: Path, env: str) -> Path:
     return folder
 
 
-# What the timer's run, nothing to look up or change, must not import: typer is an optional
-# extra, and each of the others costs more start-up time than such a whole run.
-HEAVY_MODULES = ("typer", "re", "json", "enum", "argparse", "subprocess", "shlex", "tempfile",
-                 "concurrent.futures", "collections", "contextlib", "typing", "pathlib")
+# What the timer's run with nothing to look up or change must not load: typer is an optional extra;
+# the registry client, the thread pool and the machinery that changes services are for runs that
+# have lookups or changes to make.
+NOT_ON_THE_TIMERS_PATH = ("typer", "click", "cipug.cli", "cipug.lookup.registry", "http.client", "ssl",
+                          "concurrent.futures", "cipug.transaction", "cipug.programs.compose",
+                          "cipug.programs.snapper")
 
 
-def test_the_timers_run_on_a_warm_cache_imports_nothing_heavy(tmp_path):
+def test_the_timers_run_on_a_warm_cache_loads_no_extra_lookup_or_change_machinery(tmp_path):
     web_service(tmp_path, f"# web\nSERVICE_WEB_IMAGE_TAGGED=nginx:latest\nSERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
     cache = tmp_path / "cache.json"
     cache.write_text(json.dumps({"nginx:latest": {"name": PIN_A.split("@")[0], "digest": DIGEST_A,
@@ -363,12 +366,11 @@ def test_the_timers_run_on_a_warm_cache_imports_nothing_heavy(tmp_path):
     # The NixOS module always passes a config file.
     config = tmp_path / "cipug.json"
     config.write_text(json.dumps({"VERBOSITY": 2, "SNAPPER_TOOL": "snapper --no-dbus"}))
-    code = ("import sys\nbefore = set(sys.modules)\nimport cipug.main\n"
+    code = ("import sys\nimport cipug.main\n"
             "exit_code = cipug.main.main([])\n"
-            f"print(sorted(set(sys.modules) - before & set({HEAVY_MODULES!r})))\n"
+            f"print(sorted(set(sys.modules) & set({NOT_ON_THE_TIMERS_PATH!r})))\n"
             "sys.exit(exit_code)")
-    # -S: without site, whose own imports (an editable install's finder imports re) would hide cipug's.
-    result = python(code, tmp_path, flags=("-S",), CIPUG_CONFIG_FILE=str(config))
+    result = python(code, tmp_path, CIPUG_CONFIG_FILE=str(config))
     assert result.returncode == 0, result.stderr
     assert "web: up to date (1 image)" in result.stdout
     assert result.stdout.endswith("\n[]\n"), result.stdout
@@ -383,9 +385,7 @@ def test_a_signal_during_the_lookups_ends_the_run_with_130_and_one_line(tmp_path
     skopeo = tmp_path / "slow-skopeo"
     skopeo.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
     skopeo.chmod(0o755)
-    process = subprocess.Popen([sys.executable, "-c", "import sys\nfrom cipug.main import main\nsys.exit(main())"],
-                               env=environment(tmp_path, CIPUG_SKOPEO_TOOL=str(skopeo)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = start_cipug([], environment(tmp_path, CIPUG_SKOPEO_TOOL=str(skopeo)), new_session=True)
     try:
         deadline = time.monotonic() + 30
         while not started.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -397,7 +397,7 @@ def test_a_signal_during_the_lookups_ends_the_run_with_130_and_one_line(tmp_path
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == errors.INTERRUPTED == 130, err
+    assert process.returncode == ExitCode.INTERRUPTED == 130, err
     assert err.count("\n") == 1 and signal_name in err and "Traceback" not in err
     assert (service / ".env").read_text() == env
 
@@ -421,7 +421,7 @@ def test_without_typer_subcommands_say_what_to_install_and_the_legacy_flags_work
     usage = python(code, tmp_path, "--help")
     default = python(code, tmp_path)
 
-    assert subcommand.returncode == errors.USAGE and subcommand.stdout == ""
+    assert subcommand.returncode == ExitCode.USAGE and subcommand.stdout == ""
     assert subcommand.stderr.count("\n") == 1 and "pip install 'cipug[cli]'" in subcommand.stderr
     assert legacy.returncode == 0 and "SERVICES_ROOT=" in legacy.stdout
     assert usage.returncode == 0 and "--check-snapshots" in usage.stdout
@@ -433,11 +433,11 @@ def test_without_typer_subcommands_say_what_to_install_and_the_legacy_flags_work
     (["--update", "--print-config"], "argument --print-config: not allowed with argument --update"),
 ])
 def test_a_bad_flag_is_one_error_line(tmp_path, flags, message):
-    result = python("import sys\nfrom cipug.main import main\nsys.exit(main(sys.argv[1:]))", tmp_path, *flags)
-    assert result.returncode == errors.USAGE and result.stdout == ""
+    result = run_cipug(flags, environment(tmp_path))
+    assert result.returncode == ExitCode.USAGE and result.stdout == ""
     assert result.stderr == f"cipug: error: {message} (see cipug --help)\n"
 
 
 def test_help_of_the_program_is_the_cli_when_typer_is_there(tmp_path):
-    result = python("import sys\nfrom cipug.main import main\nsys.exit(main(['--help']))", tmp_path)
+    result = run_cipug(["--help"], environment(tmp_path))
     assert result.returncode == 0 and "rollback" in result.stdout and "check-snapshots" in result.stdout

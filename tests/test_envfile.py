@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from cipug import errors
 from cipug.envfile import EXPECTED, EnvFile, EnvFileError
-from cipug.errors import CipugError
+from cipug.errors import CipugError, ExitCode
 
-PATH = "/srv/web/.env"
+PATH = Path("/srv/web/.env")
 REF = "docker.io/library/nginx@sha256:" + "a" * 64
 FAILS = None  # as an expected value: value() raises EnvFileError
 
@@ -213,7 +213,7 @@ def test_invalid_lines_name_file_line_problem_and_what_is_accepted(text: str, li
     with pytest.raises(EnvFileError) as caught:
         parse(text)
     assert isinstance(caught.value, CipugError)
-    assert caught.value.code == errors.ENV_FILE_INVALID == 26
+    assert caught.value.code == ExitCode.ENV_FILE_INVALID == 26
     assert caught.value.message == f"{PATH}:{lineno}: {what}; {EXPECTED}"
     assert EXPECTED == "expected KEY=VALUE, export KEY=VALUE, a # comment or a blank line"
 
@@ -240,7 +240,7 @@ def test_interpolation_errors_name_file_line_and_variable(text: str, key: str, s
     env = parse(text)
     with pytest.raises(EnvFileError) as caught:
         env.value(key)
-    assert caught.value.code == errors.ENV_FILE_INVALID
+    assert caught.value.code == ExitCode.ENV_FILE_INVALID
     assert caught.value.message.startswith(start)
     assert "\n" not in caught.value.message
 

@@ -3,7 +3,8 @@
 - Every .nix file parses and flake.lock pins nixos-26.05: needs `nix-instantiate`.
   Without it these tests skip, except in CI (CI=true), where they fail.
 - The NixOS module and the flake's outputs are evaluated with nixpkgs' `lib` and
-  small stand-ins for the rest of NixOS and nixpkgs (nix/tests/stand-ins.nix).
+  small stand-ins for the rest of NixOS and nixpkgs (nix/tests/stand-ins.nix); the
+  script of the module's `cipug` command is run with bash.
   lib comes from NIXPKGS_LIB (the folder holding lib's default.nix, or a nixpkgs
   or nixpkgs.lib checkout holding lib/) or from <nixpkgs/lib> on NIX_PATH;
   without it these tests skip, also in CI. `nix develop` sets NIXPKGS_LIB.
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import cipug
-from cipug.config import SETTINGS_BY_NAME, load_config
+from cipug.settings import SETTINGS_BY_NAME, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
@@ -121,6 +122,7 @@ PROBES = {
         services.cipug = {{ dates = "Sun 03:30"; randomizedDelaySec = "1h"; persistent = false; }};
     }} ]""",
     "environment_file": f'[ {ENABLED} {{ services.cipug.environmentFile = "/run/secrets/cipug.env"; }} ]',
+    "timeout": f'[ {ENABLED} {{ services.cipug.timeoutStartSec = "30min"; }} ]',
     "no_root": "[ { services.cipug.enable = true; } ]",
     "unknown_setting": f"[ {ENABLED} {{ services.cipug.settings.SERVICE_ROOT = \"/srv\"; }} ]",
     "bad_method": f'[ {ENABLED} {{ services.cipug.settings.STOP_START_METHOD = "restart"; }} ]',
@@ -144,6 +146,7 @@ def evaluated(nix_instantiate: str, nixpkgs_lib: Path) -> dict:
         cases = t.caseResults;
         jsonFiles = t.jsonFiles;
         declared = t.declaredSettings;
+        packageOption = t.packageOption;
         flake = t.flakeSummary;
         probes = {{ {probes} }};
       }}
@@ -207,15 +210,14 @@ def test_config_file_keys_are_cipug_settings_and_cipug_reads_it(evaluated: dict)
     path = evaluated["jsonFiles"]["default"]["file"]
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     assert set(data) <= set(SETTINGS_BY_NAME)
-    config = load_config({"CIPUG_CONFIG_FILE": path}, cwd=REPO)
+    settings = load_settings({"CIPUG_CONFIG_FILE": path}, cwd=REPO)
     for name, value in data.items():
-        assert config.sources[name].startswith("setting "), name
+        assert settings.sources[name].startswith("setting "), name
         setting = SETTINGS_BY_NAME[name]
-        if setting.default is None:
-            assert config[name] == value
-        else:
+        assert getattr(settings, setting.attribute) == setting.parse(value, REPO), name
+        if setting.default is not None and not callable(setting.default):
             # What the module writes by default is cipug's own default.
-            assert config[name] == setting.parse(setting.default, str(REPO)), name
+            assert setting.parse(value, REPO) == setting.parse(setting.default, REPO), name
     # Defaults that depend on systemd's directories are left to cipug.
     assert "CACHE_LOCATION" not in data and "HISTORY_FILE" not in data
 
@@ -271,6 +273,79 @@ def test_service(probes: dict) -> None:
     assert "cipug" in probes["podman"]["systemPackages"]
 
 
+def test_service_lets_the_containers_outlive_the_run(probes: dict) -> None:
+    # Podman leaves conmon in the unit's cgroup while INVOCATION_ID is set; systemd then
+    # kills the containers cipug restarted when the oneshot ends.
+    assert probes["default"]["service"]["serviceConfig"]["UnsetEnvironment"] == "INVOCATION_ID"
+
+
+def test_service_waits_for_the_services_root_and_has_a_time_limit(probes: dict) -> None:
+    assert probes["default"]["service"]["unitConfig"]["RequiresMountsFor"] == ["/srv/services"]
+    # A oneshot has no start timeout unless given one: a hung tool would block every later run.
+    assert probes["default"]["service"]["serviceConfig"]["TimeoutStartSec"] == "4h"
+    assert probes["timeout"]["service"]["serviceConfig"]["TimeoutStartSec"] == "30min"
+
+
+def _run_command(command: dict, tmp_path: Path, env_file_text: str | None, **environ: str):
+    """Run the `cipug` command's script with bash, the package replaced by a script printing its environment."""
+    program = tmp_path / "cipug"
+    program.write_text('#!/bin/sh\necho "args: $*"\nenv\n', encoding="utf-8")
+    program.chmod(0o755)
+    env_file = tmp_path / "cipug.env"
+    if env_file_text is not None:
+        env_file.write_text(env_file_text, encoding="utf-8")
+    script = command["text"].replace(command["program"], str(program)).replace("/run/secrets/cipug.env", str(env_file))
+    result = subprocess.run(
+        ["bash", "-c", script, "cipug", "history", "web"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "INVOCATION_ID": "0123abcd", **environ},
+    )
+    seen = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line and not line.startswith("args:"))
+    return result, seen
+
+
+def test_command_runs_with_the_units_environment_and_environment_file(probes: dict, tmp_path: Path) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    command = probes["environment_file"]["command"]
+    service = probes["environment_file"]["service"]
+    result, seen = _run_command(
+        command, tmp_path,
+        "# secrets\nREGISTRY_AUTH_FILE=/run/secrets/auth.json\nCIPUG_VERBOSITY=3\nPYTHONUNBUFFERED=0\n",
+        CIPUG_CONFIG_FILE="/elsewhere.json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "args: history web" in result.stdout
+    # The unit's environment, over the caller's.
+    assert seen["CIPUG_CONFIG_FILE"] == service["environment"]["CIPUG_CONFIG_FILE"]
+    assert seen["PATH"] == service["environment"]["PATH"] + ":/usr/bin:/bin"
+    assert (seen["STATE_DIRECTORY"], seen["CACHE_DIRECTORY"]) == ("/var/lib/cipug", "/var/cache/cipug")
+    # The environment file over the unit's environment, as with systemd's EnvironmentFile.
+    assert (seen["REGISTRY_AUTH_FILE"], seen["CIPUG_VERBOSITY"]) == ("/run/secrets/auth.json", "3")
+    assert seen["PYTHONUNBUFFERED"] == "0"
+    assert "INVOCATION_ID" not in seen
+
+
+def test_command_without_its_environment_file_does_not_run(probes: dict, tmp_path: Path) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    result, _ = _run_command(probes["environment_file"]["command"], tmp_path, None)
+    assert result.returncode != 0
+    assert "args:" not in result.stdout
+    assert "cipug.env" in result.stderr
+
+
+def test_command_without_an_environment_file(probes: dict, tmp_path: Path) -> None:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    command = probes["default"]["command"]
+    assert "source" not in command["text"]
+    result, seen = _run_command(command, tmp_path, None)
+    assert result.returncode == 0, result.stderr
+    assert seen["PYTHONUNBUFFERED"] == "1"
+    assert seen["PATH"] == probes["default"]["service"]["environment"]["PATH"] + ":/usr/bin:/bin"
+
+
 def test_timer(probes: dict) -> None:
     assert probes["default"]["timer"]["wantedBy"] == ["timers.target"]
     assert probes["default"]["timer"]["timerConfig"] == {
@@ -289,7 +364,8 @@ def test_timer(probes: dict) -> None:
         ("default", ["skopeo", "snapper", "podman-compose", "podman"], ["docker", "docker-compose", "systemd"]),
         ("docker", ["skopeo", "docker"], ["snapper", "podman-compose", "podman", "docker-compose"]),
         ("docker_compose", ["skopeo", "snapper", "docker-compose", "docker"], ["podman-compose", "podman"]),
-        ("systemd_method", ["skopeo", "snapper", "podman-compose", "podman", "systemd"], ["docker"]),
+        # NixOS puts systemd on every unit's PATH: the module adds nothing for these methods.
+        ("systemd_method", ["skopeo", "snapper", "podman-compose", "podman"], ["docker", "systemd"]),
     ],
 )
 def test_path_follows_the_settings(probes: dict, probe: str, present: list[str], absent: list[str]) -> None:
@@ -342,9 +418,11 @@ def test_flake_outputs_for_both_systems(evaluated: dict) -> None:
         assert outputs["checks"] == ["module-eval", "package", "vm"]
         assert outputs["devShells"] == ["default"]
         assert outputs["formatter"] == "nixfmt-tree"
-        # The module wrapper picks the flake's package for the machine's platform.
+        # The flake's module builds cipug with the machine's nixpkgs, for its platform and with
+        # its overlays, or takes the machine's pkgs.cipug where the overlay is applied.
         assert outputs["moduleSetsPackageFor"] == system
-        assert outputs["moduleTargetsThisPackage"] is True
+        assert outputs["moduleBuildsWithHostDependencies"] == ["typer-of-the-host"]
+        assert outputs["moduleTakesHostsCipug"] == "cipug of the host"
         assert {"skopeo", "snapper", "podman-compose", "nix", "nixfmt-tree"} <= set(outputs["shellPackages"])
 
 
@@ -357,11 +435,20 @@ def test_package_definition(evaluated: dict) -> None:
     assert package["build-system"] == ["setuptools"] and 'build-backend = "setuptools.build_meta"' in pyproject
     assert package["dependencies"] == ["typer"]
     assert set(package["nativeCheckInputs"]) == {"pytestCheckHook", "pytest-subprocess"}
-    assert "tests/integration" in package["disabledTestPaths"]
+    assert package["disabledTestPaths"] == ["tests/integration", "tests/system", "tests/test_nix.py"]
+    assert all((REPO / path).exists() for path in package["disabledTestPaths"])  # pytestCheckHook aborts otherwise
     assert "cipug" in package["pythonImportsCheck"]
     assert package["license"] == "MIT"
     assert package["mainProgram"] == "cipug" and 'cipug = "cipug.main:main"' in pyproject
     assert package["description"]
+
+
+def test_package_option_defaults_to_the_overlays_cipug(evaluated: dict) -> None:
+    option = evaluated["packageOption"]
+    assert option["defaultText"] == "pkgs.cipug"
+    assert option["withOverlay"] == {"pname": "cipug", "isPkgsCipug": True}
+    # nixpkgs has no cipug: nix/module.nix alone, without the overlay, has no package.
+    assert option["missingWithoutOverlay"] is True
 
 
 def test_package_source_is_filtered(evaluated: dict) -> None:

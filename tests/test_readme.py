@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from cipug.config import SETTINGS
-from cipug.errors import EXIT_CODES
+from cipug.settings import SETTINGS
+from cipug.errors import ExitCode
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -37,7 +37,7 @@ def test_settings_table_lists_every_setting_with_its_default():
 
 def test_exit_code_table_matches_the_code():
     rows = table_rows("| code | meaning |")
-    assert sorted(int(code) for code in rows) == sorted(EXIT_CODES)
+    assert sorted(int(code) for code in rows) == sorted(ExitCode)
 
 
 def test_every_cipug_setting_mentioned_in_readme_exists():

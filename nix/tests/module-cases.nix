@@ -30,6 +30,7 @@ let
       ++ modules
     );
   withSettings = settings: cipug [ { services.cipug.settings = settings; } ];
+  withEnvironmentFile = file: cipug [ { services.cipug.environmentFile = file; } ];
 
   service = config: config.systemd.services.cipug;
   timer = config: config.systemd.timers.cipug;
@@ -44,8 +45,18 @@ let
 
   # True when evaluating the value fails (a type error or a throw).
   fails = value: !(builtins.tryEval (builtins.deepSeq value value)).success;
+  settingsFail = settings: fails (withSettings settings).services.cipug.settings;
+  environmentFileFails = file: fails (withEnvironmentFile file).services.cipug.environmentFile;
+
+  # The `cipug` command for an admin's shell, and its script.
+  command =
+    config: lib.findFirst (pkg: lib.getName pkg == "cipug") null config.environment.systemPackages;
+  # Without string context, which builtins.match (in lib.hasInfix) refuses.
+  commandText = config: builtins.unsafeDiscardStringContext (command config).text;
+  commandHas = text: lib.hasInfix (builtins.unsafeDiscardStringContext text);
 
   plain = cipug [ ];
+  withSecrets = withEnvironmentFile "/run/secrets/cipug.env";
   podmanOn = cipug [ { virtualisation.podman.enable = true; } ];
   docker = cipug [
     {
@@ -159,19 +170,39 @@ in
       expected = false;
     };
     testEnvironmentFile = {
-      expr =
-        (service (cipug [ { services.cipug.environmentFile = "/run/secrets/cipug.env"; } ]))
-        .serviceConfig.EnvironmentFile;
+      expr = (service withSecrets).serviceConfig.EnvironmentFile;
       expected = "/run/secrets/cipug.env";
     };
     testEnvironmentFileNeverFromTheStore = {
-      expr = fails (cipug [ { services.cipug.environmentFile = "${pkgs.jq}/cipug.env"; } ]).services.cipug.environmentFile;
+      expr = environmentFileFails "${pkgs.jq}/cipug.env";
       expected = true;
     };
     testEnvironmentFileNotAPathValue = {
       # A path value would be copied into the store when used.
-      expr = fails (cipug [ { services.cipug.environmentFile = ./cipug.env; } ]).services.cipug.environmentFile;
+      expr = environmentFileFails ./cipug.env;
       expected = true;
+    };
+    testUnsetInvocationId = {
+      # Or podman leaves conmon in the unit's cgroup, and systemd kills the
+      # restarted containers when the run ends.
+      expr = (service plain).serviceConfig.UnsetEnvironment;
+      expected = "INVOCATION_ID";
+    };
+    testRequiresMountsForServicesRoot = {
+      expr = (service plain).unitConfig.RequiresMountsFor;
+      expected = [ root ];
+    };
+    testTimeoutStartDefault = {
+      expr = (service plain).serviceConfig.TimeoutStartSec;
+      expected = "4h";
+    };
+    testTimeoutStartOption = {
+      expr =
+        let
+          config = cipug [ { services.cipug.timeoutStartSec = "90min"; } ];
+        in
+        (service config).serviceConfig.TimeoutStartSec;
+      expected = "90min";
     };
     testDockerServiceOrdering = {
       expr = lib.elem "docker.service" (service docker).after;
@@ -217,7 +248,15 @@ in
       };
     };
     testTimerSeveralDates = {
-      expr = (timer (cipug [ { services.cipug.dates = [ "04:00" "16:00" ]; } ])).timerConfig.OnCalendar;
+      expr =
+        (timer (cipug [
+          {
+            services.cipug.dates = [
+              "04:00"
+              "16:00"
+            ];
+          }
+        ])).timerConfig.OnCalendar;
       expected = [
         "04:00"
         "16:00"
@@ -262,14 +301,6 @@ in
       });
       expected = true;
     };
-    testPathSystemdMethod = {
-      expr =
-        let
-          config = withSettings { STOP_START_METHOD = "systemd-system"; };
-        in
-        inPath config.systemd.package config;
-      expected = true;
-    };
     testPathAddsToTheDefaults = {
       expr =
         let
@@ -301,8 +332,49 @@ in
 
     # The `cipug` command for an admin's shell
     testCommandInstalled = {
-      expr = lib.any (pkg: lib.getName pkg == "cipug") plain.environment.systemPackages;
+      expr = command plain != null;
       expected = true;
+    };
+    testCommandRunsThePackage = {
+      expr =
+        let
+          program = lib.getExe plain.services.cipug.package;
+        in
+        commandHas ''exec ${program} "$@"'' (commandText plain);
+      expected = true;
+    };
+    testCommandHasTheUnitsEnvironment = {
+      expr =
+        let
+          text = commandText plain;
+          environment = (service plain).environment;
+        in
+        map (line: commandHas line text) [
+          "CIPUG_CONFIG_FILE=${lib.escapeShellArg environment.CIPUG_CONFIG_FILE}"
+          "PYTHONUNBUFFERED=1"
+          "PATH=${lib.escapeShellArg environment.PATH}"
+          "STATE_DIRECTORY=/var/lib/cipug"
+          "CACHE_DIRECTORY=/var/cache/cipug"
+          "unset INVOCATION_ID"
+        ];
+      expected = [
+        true
+        true
+        true
+        true
+        true
+        true
+      ];
+    };
+    testCommandSourcesTheEnvironmentFile = {
+      expr = {
+        withFile = commandHas "source /run/secrets/cipug.env" (commandText withSecrets);
+        withoutFile = commandHas "source" (commandText plain);
+      };
+      expected = {
+        withFile = true;
+        withoutFile = false;
+      };
     };
 
     # Disabled: nothing at all
@@ -310,7 +382,7 @@ in
       expr = {
         service = disabled.systemd.services ? cipug;
         timer = disabled.systemd.timers ? cipug;
-        command = lib.any (pkg: lib.getName pkg == "cipug") disabled.environment.systemPackages;
+        command = command disabled != null;
         assertions = failedAssertions disabled;
         warnings = cipugWarnings disabled;
       };
@@ -329,44 +401,50 @@ in
       expected = [ ];
     };
     testAssertServicesRoot = {
-      expr = anyMentions "SERVICES_ROOT" (failedAssertions (withSettings { SERVICES_ROOT = null; }));
+      expr = anyMentions "SERVICES_ROOT" (
+        failedAssertions (withSettings { SERVICES_ROOT = null; })
+      );
       expected = true;
     };
     testAssertUnknownSetting = {
-      expr = anyMentions "SERVICE_ROOT" (failedAssertions (withSettings { SERVICE_ROOT = "/srv"; }));
+      expr = anyMentions "SERVICE_ROOT" (
+        failedAssertions (withSettings { SERVICE_ROOT = "/srv"; })
+      );
       expected = true;
     };
     testAssertConfigFileSetting = {
-      expr = anyMentions "CONFIG_FILE" (failedAssertions (withSettings { CONFIG_FILE = "/etc/x.json"; }));
+      expr = anyMentions "CONFIG_FILE" (
+        failedAssertions (withSettings { CONFIG_FILE = "/etc/x.json"; })
+      );
       expected = true;
     };
     testValidSettingsEvaluate = {
       # The control for the failing cases below.
-      expr = fails (withSettings {
+      expr = settingsFail {
         STOP_START_METHOD = "systemd-system";
         VERBOSITY = 3;
         SERVICE_SNAPSHOT = false;
-      }).services.cipug.settings;
+      };
       expected = false;
     };
     testBadStopStartMethod = {
-      expr = fails (withSettings { STOP_START_METHOD = "restart"; }).services.cipug.settings;
+      expr = settingsFail { STOP_START_METHOD = "restart"; };
       expected = true;
     };
     testBadVerbosity = {
-      expr = fails (withSettings { VERBOSITY = 4; }).services.cipug.settings;
+      expr = settingsFail { VERBOSITY = 4; };
       expected = true;
     };
     testBadBoolean = {
-      expr = fails (withSettings { SERVICE_SNAPSHOT = "no"; }).services.cipug.settings;
+      expr = settingsFail { SERVICE_SNAPSHOT = "no"; };
       expected = true;
     };
     testRelativeServicesRoot = {
-      expr = fails (withSettings { SERVICES_ROOT = "srv/services"; }).services.cipug.settings;
+      expr = settingsFail { SERVICES_ROOT = "srv/services"; };
       expected = true;
     };
     testServicesRootInTheStore = {
-      expr = fails (withSettings { SERVICES_ROOT = "${pkgs.jq}/services"; }).services.cipug.settings;
+      expr = settingsFail { SERVICES_ROOT = "${pkgs.jq}/services"; };
       expected = true;
     };
     testWarnWithoutSnapperConfigs = {

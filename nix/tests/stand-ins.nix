@@ -4,6 +4,8 @@
 {
   lib,
   system ? "x86_64-linux",
+  # Applied to the stand-in package set as nixpkgs applies overlays.
+  overlays ? [ ],
 }:
 
 let
@@ -18,7 +20,11 @@ let
       inherit pname system;
       version = "1.0";
       name = "${pname}-1.0";
-      outPath = "${builtins.storeDir}/${builtins.substring 0 32 (builtins.hashString "sha256" "${system}-${pname}")}-${pname}-1.0";
+      outPath =
+        let
+          hash = builtins.substring 0 32 (builtins.hashString "sha256" "${system}-${pname}");
+        in
+        "${builtins.storeDir}/${hash}-${pname}-1.0";
       meta.mainProgram = pname;
     }
     // attrs;
@@ -57,7 +63,8 @@ let
     "pytest-subprocess"
   ] (name: fakeDerivation name { });
 
-  pkgs =
+  basePkgs =
+    final:
     lib.genAttrs [
       "skopeo"
       "snapper"
@@ -65,7 +72,6 @@ let
       "podman-compose"
       "docker"
       "docker-compose"
-      "systemd"
       "jq"
       "gzip"
       "nix"
@@ -86,7 +92,7 @@ let
         let
           f = if builtins.isFunction fn then fn else import fn;
         in
-        f (builtins.intersectAttrs (builtins.functionArgs f) pkgs // args);
+        f (builtins.intersectAttrs (builtins.functionArgs f) final // args);
       formats.json =
         { }:
         {
@@ -101,6 +107,41 @@ let
       mkShell = args: fakeDerivation "shell" { inherit args; };
       testers.runNixOSTest = test: fakeDerivation "vm-test-run-${test.name}" { inherit test; };
     };
+
+  pkgs = lib.fix (lib.extends (lib.composeManyExtensions overlays) basePkgs);
+
+  # systemd.services.<name> as nixos/lib/systemd-lib.nix completes it: the
+  # unit's PATH from `path` (without the defaults NixOS adds to every unit).
+  serviceType = types.submodule (
+    { config, ... }:
+    {
+      freeformType = types.attrsOf types.anything;
+      options = {
+        path = mkOption {
+          type = types.listOf types.package;
+          default = [ ];
+        };
+        environment = mkOption {
+          type = types.attrsOf (
+            types.nullOr (
+              types.oneOf [
+                types.str
+                types.path
+                types.package
+              ]
+            )
+          );
+          default = { };
+        };
+      };
+      config.environment.PATH = lib.mkIf (config.path != [ ]) (
+        lib.concatStringsSep ":" [
+          (lib.makeBinPath config.path)
+          (lib.makeSearchPathOutput "bin" "sbin" config.path)
+        ]
+      );
+    }
+  );
 
   # The NixOS options nix/module.nix reads or defines, declared explicitly (a
   # freeform top level would make `config = mkIf cfg.enable …` recurse).
@@ -121,12 +162,8 @@ let
           default = [ ];
         };
         systemd = {
-          package = mkOption {
-            type = types.package;
-            default = pkgs.systemd;
-          };
           services = mkOption {
-            type = types.attrsOf (types.attrsOf types.anything);
+            type = types.attrsOf serviceType;
             default = { };
           };
           timers = mkOption {

@@ -1,7 +1,8 @@
 # The flake check `vm`: cipug.service on a NixOS VM against the real stack: a
 # local registry (services.dockerRegistry), root podman with podman-compose, a
 # btrfs services root with a snapper config for the service's subvolume, and
-# images built with dockerTools and pushed with skopeo.
+# images built with dockerTools and pushed with skopeo. The containers cipug
+# restarts must outlive the run, and the unit must end successfully.
 {
   pkgs,
   module,
@@ -11,7 +12,11 @@ let
   registry = "localhost:5000";
   repository = "${registry}/demo/app";
 
-  # Two versions of a small image; /version tells them apart inside the container.
+  # Two versions of a small image; /version tells them apart inside the
+  # container. Its PID 1 exits on SIGTERM, as a real service's does, so the
+  # kill at the end of a run that left conmon in cipug.service's cgroup shows
+  # as a dead container (a PID 1 that ignores SIGTERM would hold the unit in
+  # stop-sigterm for 90 s instead).
   mkImage =
     version:
     pkgs.dockerTools.buildImage {
@@ -23,8 +28,9 @@ let
         (pkgs.writeTextDir "version" version)
       ];
       config.Cmd = [
-        "/bin/sleep"
-        "86400"
+        "/bin/sh"
+        "-c"
+        "trap 'exit 0' TERM; sleep 86400 & wait"
       ];
     };
   imageV1 = mkImage "v1";
@@ -127,6 +133,8 @@ pkgs.testers.runNixOSTest {
         if status != 0:
             print(machine.execute("journalctl --no-pager -u cipug.service")[1])
             raise AssertionError("cipug.service failed")
+        result = machine.succeed("systemctl show -P Result cipug.service").strip()
+        assert result == "success", f"cipug.service ended with Result={result}"
 
 
     def container() -> str:
@@ -135,6 +143,22 @@ pkgs.testers.runNixOSTest {
         ).split()
         assert len(ids) == 1, f"expected one running container for web, found {ids}"
         return ids[0]
+
+
+    def assert_outlives_the_run(ctr: str) -> None:
+        # The run is over (a oneshot's start returns when it ends); what cipug
+        # restarted must still be running some seconds later, outside the unit.
+        machine.sleep(10)
+        state = machine.execute("systemctl is-active cipug.service")[1].strip()
+        assert state == "inactive", f"cipug.service is {state}"
+        result = machine.succeed("systemctl show -P Result cipug.service").strip()
+        assert result == "success", f"cipug.service ended with Result={result}"
+        assert container() == ctr, "the container cipug started is gone"
+        status = machine.succeed("podman inspect --format '{{.State.Status}}' " + ctr).strip()
+        assert status == "running", f"container {ctr} is {status}"
+        conmon = machine.succeed("podman inspect --format '{{.State.ConmonPid}}' " + ctr).strip()
+        cgroup = machine.succeed(f"cat /proc/{conmon}/cgroup")
+        assert "cipug.service" not in cgroup, f"conmon runs in cipug.service's cgroup: {cgroup}"
 
 
     def assert_runs(digest: str, version: str) -> None:
@@ -151,12 +175,23 @@ pkgs.testers.runNixOSTest {
     machine.wait_for_unit("docker-registry.service")
     machine.wait_for_open_port(5000)
 
-    with subtest("the timer is installed as configured"):
+    with subtest("the timer and the service are installed as configured"):
         machine.wait_for_unit("cipug.timer")
         timer = machine.succeed("systemctl cat cipug.timer")
         assert "OnCalendar=daily" in timer, timer
         assert "Persistent=true" in timer, timer
         assert "RandomizedDelaySec=0" in timer, timer
+        service = machine.succeed("systemctl cat cipug.service")
+        for line in (
+            "Type=oneshot",
+            "UnsetEnvironment=INVOCATION_ID",
+            "RequiresMountsFor=/srv/services",
+            "TimeoutStartSec=4h",
+            "EnvironmentFile=/etc/cipug.env",
+        ):
+            assert line in service, f"{line} missing in:\n{service}"
+        timeout = machine.succeed("systemctl show -P TimeoutStartUSec cipug.service").strip()
+        assert timeout == "4h", timeout
 
     with subtest("a btrfs services root, a snapper config for the service"):
         machine.succeed(
@@ -182,6 +217,7 @@ pkgs.testers.runNixOSTest {
     with subtest("first run: digest pinned, snapshot taken, service restarted on it"):
         run_cipug()
         assert_runs(digest1, "v1")
+        assert_outlives_the_run(container())
         machine.succeed(f"test -d {web}/.snapshots/1/snapshot")
         machine.fail(f"grep -q HASHED {web}/.snapshots/1/snapshot/.env")
         machine.fail(f"test -e {web}/.snapshots/2")
@@ -210,12 +246,18 @@ pkgs.testers.runNixOSTest {
         machine.succeed("rm -f /var/cache/cipug/cache.json")
         run_cipug()
         assert_runs(digest2, "v2")
+        assert_outlives_the_run(container())
         machine.succeed(f"test -d {web}/.snapshots/2/snapshot")
         assert (
             env_value(f"{web}/.snapshots/2/snapshot/.env", "SERVICE_APP_IMAGE_HASHED")
             == "${repository}@" + digest1
         )
         machine.fail(f"test -e {web}/.snapshots/3")
+
+    with subtest("the cipug command runs as the service does"):
+        # The environment file's CIPUG_SERVICES_FILTER_EXCLUDE, as the service sees it.
+        settings = machine.succeed("cipug config")
+        assert "SERVICES_FILTER_EXCLUDE=other" in settings.splitlines(), settings
 
     with subtest("the cipug command sees what the service did"):
         records = json.loads(machine.succeed("cipug history --json web"))

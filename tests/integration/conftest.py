@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import realstack
+from tests.support import realstack
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import secrets
 
 import pytest
 
-import realstack
-from cipug import errors
+from tests.support import realstack
+from cipug.errors import ExitCode
 from cipug.errors import CipugError
-from cipug.imageref import Resolution
+from cipug.lookup.references import Resolution
 from cipug.log import VERBOSE, Log
-from cipug.registry import RegistryResolver
+from cipug.lookup.registry import RegistryResolver
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_unknown_tag_is_final(containers, repository, resolver):
     containers.push_image(f"{repository}:exists")
     with pytest.raises(CipugError, match="tag missing not found") as raised:
         resolver.resolve(f"{repository}:missing")
-    assert raised.value.code == errors.RESOLVE_FAILED
+    assert raised.value.code == ExitCode.RESOLVE_FAILED
 
 
 def test_plain_http_registry_not_listed_falls_back_to_skopeo(containers, repository):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from realstack import EXIT_COMMAND, Service, deploy, explain, snapper_snapshots
+from tests.support.realstack import EXIT_COMMAND, Service, deploy, explain, snapper_snapshots
 
 pytestmark = pytest.mark.integration
 

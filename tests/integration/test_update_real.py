@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-import realstack
-from realstack import Service, compose_text, deploy, env_text, explain, repository, snapper_snapshots, var
+from tests.support import realstack
+from tests.support.realstack import Service, compose_text, deploy, env_text, explain, repository, snapper_snapshots, var
 
 pytestmark = pytest.mark.integration
 

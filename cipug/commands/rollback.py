@@ -1,0 +1,155 @@
+"""`cipug rollback`: put a service back to how it was before its last update.
+
+Two ways. By default the whole folder (data, .env and compose file together) goes back to the
+snapper snapshot taken before the update (a folder transaction). With image_only only the pins the
+update replaced (from history) are written back, applied as an update is. Which update and which
+pins are decided by plain functions; `roll_back` shows the transaction's steps, asks `confirm`
+before changing anything, and records what it did in history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+from ..errors import CipugError, ExitCode
+from ..files import history
+from ..files.lock import run_lock
+from ..log import Log
+from ..lookup.references import Resolution, is_valid_digest
+from ..plan import Change, ImageEntry, ServicePlan, read_plan
+from ..programs.compose import ServiceControl
+from ..programs.process import Runner
+from ..programs.snapper import Snapper
+from ..programs.tools import change_tools, require_tools
+from ..report import short_digest
+from ..services import Service, select_services
+from ..settings import Settings
+from ..transaction import Applier, Kind, Transaction, apply_all, folder_transaction, update_transaction
+
+# Asked with a yes/no question once the plan is shown; True goes ahead.
+Confirm = Callable[[str], bool]
+
+
+def last_update(records: Sequence[history.Record], service: str, snapshot: int | None = None) -> list[history.Record]:
+    """The records of `service`'s last update that took effect, or of the one that took `snapshot`; [] if none."""
+    updates = [record for record in records if record.service == service and record.outcome == history.UPDATED
+               and (snapshot is None or record.snapshot == snapshot)]
+    if not updates:
+        return []
+    last = updates[-1]
+    # One update writes a record per changed image, all with the same time and snapshot.
+    return [record for record in updates if (record.time, record.snapshot) == (last.time, last.snapshot)]
+
+
+def previous_pins(update: Sequence[history.Record], entries: Sequence[ImageEntry]) -> list[Change]:
+    """The changes that write back the pins `update` replaced, for the entries .env has now.
+
+    All or nothing: an image the update pinned for the first time has no earlier pin, and removing
+    its HASHED line would not bring back any particular image (compose files usually need the line),
+    so that refuses, as does an entry that is gone from .env. Pins already in place need no change.
+    """
+    by_key = {entry.hashed_key: entry for entry in entries}
+    changes = []
+    for record in update:
+        entry = by_key.get(record.entry)
+        if entry is None:
+            raise CipugError(f"{record.entry}, changed by the update at {record.time}, belongs to no *_IMAGE_TAGGED "
+                             "entry in .env any more; roll back the whole folder instead (without --image-only)",
+                             ExitCode.USAGE)
+        if record.old is None:
+            raise CipugError(f"{record.entry} was pinned for the first time by the update at {record.time}: there "
+                             "is no earlier pin to put back; roll back the whole folder instead (without --image-only)",
+                             ExitCode.USAGE)
+        name, _, digest = record.old.rpartition("@")
+        if not name or not is_valid_digest(digest):
+            raise CipugError(f"history holds no valid earlier pin for {record.entry}: {record.old!r}", ExitCode.USAGE)
+        if entry.current != record.old:
+            changes.append(Change(entry, Resolution(name, digest)))
+    return changes
+
+
+def roll_back(settings: Settings, log: Log, name: str, *, confirm: Confirm, snapshot: int | None = None,
+              image_only: bool = False, sleep: Callable[[float], None] = time.sleep,
+              clock: Callable[[], float] = time.monotonic) -> ExitCode:
+    """Roll the service `name` back (see the module doc); the exit code."""
+    # A folder rollback always snapshots, stops and starts, whatever the update's settings say;
+    # it waits for the service whenever HEALTH_TIMEOUT allows, AUTO_ROLLBACK or not.
+    if not image_only:
+        settings = dataclasses.replace(settings, service_snapshot=True, service_stop_start=True, auto_rollback=True)
+    require_tools(change_tools(settings))
+    runner = Runner(log)
+    snapper = Snapper(settings.snapper_tool, runner)
+    # Held from reading history to the end, so a timer run cannot change the service in between.
+    with run_lock(settings):
+        # Filters only choose what the update run touches: a rollback works on any service folder.
+        unfiltered = dataclasses.replace(settings, services_filter=(), services_filter_exclude=())
+        [service] = select_services(unfiltered, log, [name])
+        update = last_update(history.read(settings.history_file, log), name, snapshot)
+        if image_only:
+            transaction = _image_transaction(settings, log, service, update, snapshot)
+        else:
+            transaction = _folder_transaction(settings, log, service, update, snapshot, snapper)
+        if transaction is None:
+            return ExitCode.OK
+        log.info(f"  steps: {transaction.describe()}")
+        question = (f"Roll back the images of {name}?" if image_only
+                    else f"Roll back {name} to snapshot {transaction.restored_snapshot}?")
+        if not confirm(question):
+            log.info("cancelled: nothing was changed")
+            return ExitCode.OK
+        applier = Applier(settings, log, ServiceControl(settings, runner, sleep=sleep, clock=clock), snapper)
+        [code] = apply_all(settings, log, applier, [transaction])
+    if code == ExitCode.OK:
+        log.warning(f"{name}: the next update run moves it forward again while its tags point to the newer images; "
+                    "to keep it back, add it to SERVICES_FILTER_EXCLUDE")
+    return code
+
+
+def _pin_lines(log: Log, pins: list[tuple[str, str, str | None, str | None]]) -> None:
+    for key, tagged, now, then in pins:
+        log.info(f"  {key} ({tagged}): {short_digest(now)} -> {short_digest(then)}")
+
+
+def _image_transaction(settings: Settings, log: Log, service: Service, update: list[history.Record],
+                       number: int | None) -> Transaction | None:
+    if not update:
+        which = f"that took snapshot {number}" if number is not None else "to roll back"
+        raise CipugError(f"{service.name}: history ({settings.history_file}) has no update {which}", ExitCode.USAGE)
+    plan = read_plan(service)
+    if plan.error is not None:
+        raise plan.error
+    plan.changes = previous_pins(update, plan.entries)
+    when = update[0].time
+    if not plan.changes:
+        log.info(f"{service.name}: .env already pins the images from before the update at {when}; nothing to do")
+        return None
+    log.info(f"{service.name}: put back the images from before the update at {when}; data stays as it is")
+    _pin_lines(log, [(change.entry.hashed_key, change.entry.reference, change.entry.current, change.new)
+                     for change in plan.changes])
+    return update_transaction(settings, plan, Kind.IMAGE_ROLLBACK, f"image only: pins from before the update at {when}")
+
+
+def _folder_transaction(settings: Settings, log: Log, service: Service, update: list[history.Record],
+                        number: int | None, snapper: Snapper) -> Transaction:
+    snapper_config = snapper.config_for(service.folder)
+    if number is None:
+        if not update:
+            raise CipugError(f"{service.name}: history ({settings.history_file}) has no update to roll back; name a "
+                             f"snapshot with --snapshot N (see `snapper -c {snapper_config} list`)", ExitCode.USAGE)
+        number = update[0].snapshot
+        if number is None:
+            raise CipugError(f"{service.name}: the update at {update[0].time} took no snapshot (SERVICE_SNAPSHOT was "
+                             "off); use --image-only, or name a snapshot with --snapshot N", ExitCode.USAGE)
+    if update and update[0].snapper_config not in (None, snapper_config):
+        raise CipugError(f"{service.name}: snapshot {number} was taken with snapper config {update[0].snapper_config}, "
+                         f"but {service.folder} now has config {snapper_config}; name one of its snapshots with "
+                         "--snapshot N", ExitCode.USAGE)
+    # Read leniently: a broken .env is one more reason to roll back, not a reason to refuse.
+    plan: ServicePlan = read_plan(service)
+    taken = f", taken before the update at {update[0].time}" if update else ""
+    log.info(f"{service.name}: roll back {service.folder} to snapper snapshot {number} (config {snapper_config}){taken}")
+    now = {entry.hashed_key: entry.current for entry in plan.entries}
+    _pin_lines(log, [(record.entry, record.tagged, now.get(record.entry), record.old) for record in update])
+    return folder_transaction(settings, plan, snapper_config, number)

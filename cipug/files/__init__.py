@@ -1,0 +1,1 @@
+"""Files cipug owns: atomic writes, the run lock, history."""

@@ -1,0 +1,1 @@
+"""Looking tags up: references, the cache, skopeo and the registry resolver."""

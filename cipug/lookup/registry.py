@@ -1,0 +1,531 @@
+"""The registry resolver: a tag's digest from an HTTP HEAD request, which Docker Hub does not count as a pull.
+
+It answers exactly what `skopeo inspect` reports as Name and Digest, or hands the
+reference to the fallback (skopeo) when it cannot be sure to:
+
+- a credential helper (`credHelpers`, or `credsStore` holding the login) or an
+  identity token is configured for the registry, or an auth file cannot be read;
+- a registry not in REGISTRY_INSECURE_HOSTS fails TLS (untrusted certificate,
+  or a plain-HTTP registry);
+- the answer has no valid `Docker-Content-Digest`, an unexpected manifest type,
+  an authentication challenge it cannot meet, or any status but 200, 401, 404, 429.
+
+Some answers are final, because skopeo would only repeat them at the cost of
+time (and, for Docker Hub, quota): an unknown tag (404), an unreachable
+registry (connection refused, unknown host), a registry that does not answer
+within REGISTRY_TIMEOUT, and rate limiting (429; it is retried once when
+Retry-After asks for at most RETRY_AFTER_MAX seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import io
+import json
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from .. import __version__
+from ..errors import CipugError, ExitCode
+from ..log import Log
+from .references import DOCKER_HUB, Reference, Resolution, is_valid_digest, parse_reference
+
+# Asking for lists and indexes too makes a multi-arch tag answer with the list's
+# digest, which is what skopeo reports.
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_ACCEPT = ", ".join(MANIFEST_TYPES)
+_USER_AGENT = f"cipug/{__version__}"
+_DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+# A 429 is retried once when Retry-After asks for at most this many seconds.
+RETRY_AFTER_MAX = 5.0
+# Token answers are small; a bigger body is not a token service.
+_BODY_MAX = 1 << 20
+# Host names under which auth files know Docker Hub.
+_DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+class _Fallback(Exception):
+    """Something the resolver cannot do faithfully: skopeo should answer."""
+
+
+class _Failed(Exception):
+    """A final answer for the reference: skopeo would say the same."""
+
+
+@dataclass
+class _TokenSlot:
+    # One lock per scope: threads asking for the same repository wait for one token request.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _AuthFile:
+    path: Path
+    legacy: bool
+    data: object = None
+    problem: str = ""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that must all finish by a deadline, so a trickling server cannot stretch a request."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """What HTTPResponse needs of a socket: makefile, here reading under a deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+def _deadline_response(deadline: float) -> type[http.client.HTTPResponse]:
+    """An HTTPResponse class whose reads must all be done by `deadline`."""
+
+    class DeadlineResponse(http.client.HTTPResponse):
+        def __init__(self, sock: socket.socket, debuglevel: int = 0, method: str | None = None,
+                     url: str | None = None) -> None:
+            # HTTPResponse only calls makefile() on its socket.
+            super().__init__(cast(socket.socket, _DeadlineSocket(sock, deadline)), debuglevel, method, url)
+
+    return DeadlineResponse
+
+
+class RegistryResolver:
+    """Resolves tags with HEAD requests; safe to call from several threads at once."""
+
+    def __init__(
+        self,
+        insecure_hosts: Iterable[str],
+        timeout: float,
+        log: Log,
+        fallback: Callable[[str], Resolution] | None,
+    ) -> None:
+        self._insecure = frozenset(host.lower() for host in insecure_hosts)
+        self._timeout = timeout
+        self._log = log
+        self._fallback = fallback
+        # Loading the CA certificates takes tens of milliseconds: only when https is needed.
+        self._ssl: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._tokens: dict[tuple[str, str, str], _TokenSlot] = {}
+        # What each registry asked for, so the next repository sends it right away.
+        self._bearer: dict[str, tuple[str, str]] = {}
+        self._basic: set[str] = set()
+        self._auth_files: list[_AuthFile] | None = None
+        # Why each reference handed to the fallback could not be answered here.
+        self.fallbacks: dict[str, str] = {}
+
+    def resolve(self, reference: str) -> Resolution:
+        """The Name and Digest skopeo would report; CipugError(RESOLVE_FAILED) when there is none."""
+        try:
+            ref = parse_reference(reference)
+        except ValueError as error:
+            raise CipugError(f"{reference} is not a valid image reference: {error}", ExitCode.RESOLVE_FAILED) from None
+        if ref.digest:
+            return Resolution(ref.name, ref.digest)
+        try:
+            return self._lookup(ref)
+        except _Failed as failure:
+            raise CipugError(f"{reference} could not be resolved: {failure}", ExitCode.RESOLVE_FAILED) from None
+        except _Fallback as cannot:
+            reason = str(cannot)
+        if self._fallback is None:
+            raise CipugError(f"{reference} could not be resolved: {reason} (REGISTRY_FALLBACK is off)",
+                             ExitCode.RESOLVE_FAILED)
+        self.fallbacks[reference] = reason
+        self._log.verbose(f"{reference}: falling back to skopeo because {reason}")
+        return self._fallback(reference)
+
+    def close(self) -> None:
+        """Close the connections kept open for later requests."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    # The manifest request and its authentication.
+
+    def _lookup(self, ref: Reference) -> Resolution:
+        credentials = self._credentials(ref)
+        scheme = "http" if ref.registry.lower() in self._insecure else "https"
+        host = _DOCKER_HUB_ENDPOINT if ref.registry == DOCKER_HUB else ref.registry
+        target = f"/v2/{ref.repository}/manifests/{ref.tag}"
+        authorization = self._known_authorization(ref, credentials)
+        challenged = rate_limited = False
+        while True:
+            headers = {"Accept": _ACCEPT, "User-Agent": _USER_AGENT}
+            if authorization:
+                headers["Authorization"] = authorization
+            answer = self._request("HEAD", scheme, host, target, headers)
+            if answer.status == 200:
+                return self._resolution(ref, host, answer)
+            if answer.status == 401 and not challenged:
+                challenged = True
+                authorization = self._meet_challenge(ref, host, answer, credentials, authorization)
+                continue
+            if answer.status == 401:
+                raise _Fallback(f"{host} still answers 401 Unauthorized after authenticating")
+            if answer.status == 404:
+                raise _Failed(f"tag {ref.tag} not found in registry {ref.registry} (repository {ref.repository})")
+            if answer.status == 429:
+                wait = _retry_after(answer.headers.get("Retry-After"))
+                if not rate_limited and wait is not None and wait <= RETRY_AFTER_MAX:
+                    rate_limited = True
+                    time.sleep(wait)
+                    continue
+                later = "" if wait is None else f"; it asks to retry after {wait:.0f} s"
+                raise _Failed(f"registry {ref.registry} is rate limiting requests (HTTP 429{later})")
+            raise _Fallback(f"{host} answered HTTP {answer.status} {answer.reason}".rstrip())
+
+    def _resolution(self, ref: Reference, host: str, answer: _Answer) -> Resolution:
+        digest = answer.headers.get("Docker-Content-Digest")
+        if digest is None:
+            raise _Fallback(f"{host} sent no Docker-Content-Digest header")
+        if not is_valid_digest(digest):
+            raise _Fallback(f"{host} sent Docker-Content-Digest {digest!r}, not a sha256 digest")
+        media_type = (answer.headers.get("Content-Type") or "").partition(";")[0].strip()
+        # Another type (an old schema 1 manifest) may have a digest skopeo reports differently.
+        if media_type and media_type not in MANIFEST_TYPES:
+            raise _Fallback(f"{host} answered with manifest type {media_type}")
+        return Resolution(ref.name, digest)
+
+    def _known_authorization(self, ref: Reference, credentials: tuple[str, str] | None) -> str | None:
+        """Authenticate the first request as the registry asked before, saving a 401 round trip."""
+        with self._lock:
+            bearer = self._bearer.get(ref.registry)
+            basic = ref.registry in self._basic
+        if bearer:
+            realm, service = bearer
+            return "Bearer " + self._token(realm, service, _pull_scope(ref), credentials, None)
+        if basic and credentials:
+            return _basic_authorization(credentials)
+        return None
+
+    def _meet_challenge(
+        self, ref: Reference, host: str, answer: _Answer, credentials: tuple[str, str] | None, refused: str | None
+    ) -> str:
+        """The Authorization header that answers a 401's WWW-Authenticate challenge."""
+        challenges = _parse_challenges(answer.headers.get_all("WWW-Authenticate") or [])
+        if "bearer" in challenges:
+            params = challenges["bearer"]
+            realm = params.get("realm")
+            if not realm:
+                raise _Fallback(f"{host} sent a Bearer challenge without a realm")
+            service = params.get("service", "")
+            with self._lock:
+                self._bearer[ref.registry] = (realm, service)
+            scope = params.get("scope") or _pull_scope(ref)
+            return "Bearer " + self._token(realm, service, scope, credentials, refused)
+        if "basic" in challenges:
+            if credentials is None:
+                raise _Fallback(f"{host} asks for a password and no auth file has one for {ref.name}")
+            with self._lock:
+                self._basic.add(ref.registry)
+            return _basic_authorization(credentials)
+        raise _Fallback(f"{host} answered 401 without a Bearer or Basic challenge")
+
+    def _token(
+        self, realm: str, service: str, scope: str, credentials: tuple[str, str] | None, refused: str | None
+    ) -> str:
+        """One token per scope for the whole run, fetched again only when the registry refused it."""
+        with self._lock:
+            slot = self._tokens.setdefault((realm, service, scope), _TokenSlot())
+        with slot.lock:
+            if slot.token is None or f"Bearer {slot.token}" == refused:
+                slot.token = self._fetch_token(realm, service, scope, credentials)
+            return slot.token
+
+    def _fetch_token(self, realm: str, service: str, scope: str, credentials: tuple[str, str] | None) -> str:
+        url = urllib.parse.urlsplit(realm)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise _Fallback(f"the token realm {realm!r} is not an http(s) URL")
+        if url.scheme == "http" and url.netloc.lower() not in self._insecure:
+            raise _Fallback(f"the token realm {realm} is plain HTTP and {url.netloc} is not in REGISTRY_INSECURE_HOSTS")
+        query = urllib.parse.urlencode([("service", service), ("scope", scope)] if service else [("scope", scope)])
+        target = (url.path or "/") + "?" + (f"{url.query}&{query}" if url.query else query)
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        if credentials:
+            headers["Authorization"] = _basic_authorization(credentials)
+        answer = self._request("GET", url.scheme, url.netloc, target, headers)
+        if answer.status != 200:
+            raise _Fallback(f"the token service {url.netloc} answered HTTP {answer.status} {answer.reason}".rstrip())
+        try:
+            data = json.loads(answer.body)
+        except ValueError:
+            data = None
+        token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _Fallback(f"the token service {url.netloc} sent no token")
+        return token
+
+    # HTTP: one request at a time per connection, idle connections kept for reuse.
+
+    def _request(self, method: str, scheme: str, host: str, target: str, headers: dict[str, str]) -> _Answer:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            connection, reused = self._checkout(scheme, host)
+            try:
+                answer = self._exchange(connection, method, target, headers, deadline)
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                # A kept connection may have been closed by the server meanwhile: once more on a new one.
+                if reused and not isinstance(error, TimeoutError):
+                    continue
+                raise self._request_error(error, host) from None
+            self._log.debug(f"{method} {scheme}://{host}{target}: {answer.status} {answer.reason}")
+            with self._lock:
+                self._idle.setdefault((scheme, host), []).append(connection)
+            return answer
+
+    def _checkout(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get((scheme, host))
+            if idle:
+                return idle.pop(), True
+        if scheme == "https":
+            with self._lock:
+                if self._ssl is None:
+                    self._ssl = ssl.create_default_context()
+            return http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl), False
+        return http.client.HTTPConnection(host, timeout=self._timeout), False
+
+    def _exchange(
+        self, connection: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str], deadline: float
+    ) -> _Answer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        # Connecting (and the TLS handshake) waits at most what is left of the request's time.
+        connection.timeout = remaining
+        if connection.sock is not None:
+            connection.sock.settimeout(remaining)
+        connection.response_class = _deadline_response(deadline)
+        connection.request(method, target, headers=headers)
+        response = connection.getresponse()
+        body = response.read(_BODY_MAX)
+        if not response.isclosed():
+            # An oversized body was left unread; the connection cannot carry another request.
+            connection.close()
+        return _Answer(response.status, response.reason, response.headers, body)
+
+    def _request_error(self, error: Exception, host: str) -> Exception:
+        if isinstance(error, TimeoutError):
+            return _Failed(f"registry {host} did not answer within {self._timeout:g} s (REGISTRY_TIMEOUT)")
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return _Fallback(f"the TLS certificate of {host} is not trusted ({error.verify_message})")
+        if isinstance(error, ssl.SSLError):
+            return _Fallback(
+                f"TLS with {host} failed ({error.reason or error}); "
+                "a registry that speaks plain HTTP must be listed in REGISTRY_INSECURE_HOSTS"
+            )
+        if isinstance(error, http.client.HTTPException):
+            return _Fallback(f"{host} sent an answer that is not valid HTTP ({type(error).__name__})")
+        reason = "connection refused" if isinstance(error, ConnectionRefusedError) else (
+            getattr(error, "strerror", None) or str(error) or type(error).__name__
+        )
+        return _Failed(f"registry {host} unreachable: {reason}")
+
+    # Credentials, looked up where skopeo and podman look, in their order.
+
+    def _credentials(self, ref: Reference) -> tuple[str, str] | None:
+        with self._lock:
+            if self._auth_files is None:
+                self._auth_files = [_read_auth_file(path, legacy) for path, legacy in _auth_file_paths(os.environ)]
+            auth_files = self._auth_files
+        registry = _registry_key(ref.registry)
+        for auth_file in auth_files:
+            if auth_file.problem:
+                raise _Fallback(f"the auth file {auth_file.path} {auth_file.problem}")
+            if auth_file.data is None:
+                continue
+            credentials = _file_credentials(auth_file, ref, registry)
+            if credentials:
+                return credentials
+        return None
+
+
+def _auth_file_paths(environ: Mapping[str, str]) -> list[tuple[Path, bool]]:
+    """Auth files in skopeo's order, each with whether it has the legacy format (no `auths` level)."""
+    home = Path(environ.get("HOME") or Path.home())
+    if environ.get("REGISTRY_AUTH_FILE"):
+        primary = Path(environ["REGISTRY_AUTH_FILE"])
+    elif environ.get("XDG_RUNTIME_DIR"):
+        primary = Path(environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
+    else:
+        primary = Path(f"/run/containers/{os.getuid()}/auth.json")
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    docker_dir = Path(environ["DOCKER_CONFIG"]) if environ.get("DOCKER_CONFIG") else home / ".docker"
+    return [
+        (primary, False),
+        (config_home / "containers" / "auth.json", False),
+        (docker_dir / "config.json", False),
+        (home / ".dockercfg", True),
+    ]
+
+
+def _read_auth_file(path: Path, legacy: bool) -> _AuthFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _AuthFile(path, legacy)
+    except (OSError, UnicodeDecodeError) as error:
+        return _AuthFile(path, legacy, problem=f"cannot be read ({getattr(error, 'strerror', None) or error})")
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        return _AuthFile(path, legacy, problem=f"is not valid JSON ({error})")
+    if not isinstance(data, dict):
+        return _AuthFile(path, legacy, problem="does not hold a JSON object")
+    return _AuthFile(path, legacy, data)
+
+
+def _file_credentials(auth_file: _AuthFile, ref: Reference, registry: str) -> tuple[str, str] | None:
+    """Username and password for `ref` from one auth file; None sends the search on to the next file."""
+    data = auth_file.data
+    assert isinstance(data, dict)
+    auths = data if auth_file.legacy else data.get("auths", {})
+    helpers = {} if auth_file.legacy else data.get("credHelpers", {})
+    if not isinstance(auths, dict) or not isinstance(helpers, dict):
+        raise _Fallback(f"the auth file {auth_file.path} has an unexpected structure")
+    for key, helper in helpers.items():
+        if _registry_key(key) == registry:
+            raise _Fallback(f"the credential helper {helper!r} is configured for {ref.registry} in {auth_file.path}")
+    # podman keys entries by registry, namespace or repository; the most specific wins.
+    exact = [] if auth_file.legacy else [ref.name.rsplit("/", depth)[0] for depth in range(ref.name.count("/") + 1)]
+    key = next((key for key in exact if key in auths), None)
+    if key is None:
+        key = next((key for key in auths if _auth_key_registry(key, auth_file.legacy) == registry), None)
+    if key is None:
+        return None
+    credentials = _entry_credentials(auths[key], f"entry {key!r} in {auth_file.path}")
+    store = data.get("credsStore") if not auth_file.legacy else None
+    # With a credsStore, `docker login` leaves an empty entry and keeps the password in the store.
+    if credentials is None and store:
+        raise _Fallback(f"the login for {ref.registry} is kept in the credential store {store!r} ({auth_file.path})")
+    return credentials
+
+
+def _entry_credentials(entry: object, where: str) -> tuple[str, str] | None:
+    if not isinstance(entry, dict):
+        raise _Fallback(f"the {where} is not an object")
+    if entry.get("identitytoken"):
+        raise _Fallback(f"the {where} holds an identity token")
+    auth = entry.get("auth")
+    username: object
+    password: object
+    if auth:
+        try:
+            decoded = base64.b64decode(auth, validate=True).decode("utf-8")
+        except (TypeError, ValueError):
+            raise _Fallback(f"the {where} has an `auth` that is not base64 of user:password") from None
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            return None
+        password = password.strip("\x00")
+    else:
+        username, password = entry.get("username"), entry.get("password")
+    if isinstance(username, str) and isinstance(password, str) and username and password:
+        return username, password
+    return None
+
+
+def _registry_key(registry: str) -> str:
+    """One spelling per registry host, Docker Hub's several names included."""
+    return "docker.io" if registry in _DOCKER_HUB_KEYS else registry
+
+
+def _auth_key_registry(key: str, legacy: bool) -> str:
+    """The registry an auth file key stands for: `https://index.docker.io/v1/` is docker.io."""
+    stripped = key.removeprefix("http://").removeprefix("https://")
+    # Only URL keys (and legacy files) carry an API path; other paths are namespaces, matched exactly.
+    if legacy or stripped != key:
+        stripped = stripped.partition("/")[0]
+    return _registry_key(stripped)
+
+
+def _pull_scope(ref: Reference) -> str:
+    return f"repository:{ref.repository}:pull"
+
+
+def _basic_authorization(credentials: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(":".join(credentials).encode("utf-8")).decode("ascii")
+
+
+_CHALLENGE_ITEM = re.compile(r"""\s*,?\s*([!#$%&'*+.^_`|~\w-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*))?""")
+
+
+def _parse_challenges(values: list[str]) -> dict[str, dict[str, str]]:
+    """WWW-Authenticate headers as {scheme: {parameter: value}}, names lower-cased."""
+    challenges: dict[str, dict[str, str]] = {}
+    for value in values:
+        params: dict[str, str] | None = None
+        position = 0
+        while position < len(value.rstrip()):
+            match = _CHALLENGE_ITEM.match(value, position)
+            if not match or match.end() == position:
+                break
+            position = match.end()
+            name, raw = match.group(1), match.group(2)
+            if raw is None:
+                params = challenges.setdefault(name.lower(), {})
+            elif params is not None:
+                params[name.lower()] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+    return challenges
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header (seconds or an HTTP date) asks to wait; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

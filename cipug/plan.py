@@ -1,0 +1,116 @@
+"""What a run would change: each service's .env read, its tagged entries, and the pins that moved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .envfile import EnvFile
+from .errors import CipugError, ExitCode
+from .files.atomic import read_text
+from .log import Log
+from .lookup.references import Resolution, is_valid_digest
+from .lookup.resolve import resolve_all
+from .services import Service
+from .settings import Settings
+
+_TAGGED_PREFIX, _TAGGED_SUFFIX = "SERVICE_", "_IMAGE_TAGGED"
+
+
+class ImageEntry(NamedTuple):
+    """A TAGGED entry of a .env: its key, its HASHED key, the interpolated reference, the current pin (or None)."""
+
+    tagged_key: str
+    hashed_key: str
+    reference: str
+    current: str | None
+
+
+class Change(NamedTuple):
+    """An ImageEntry whose tag now resolves to another pinned reference."""
+
+    entry: ImageEntry
+    resolution: Resolution
+
+    @property
+    def new(self) -> str:
+        return self.resolution.pinned
+
+
+@dataclass
+class ServicePlan:
+    """One service as read, and what the resolved digests mean for it."""
+
+    service: Service
+    text: str = ""
+    env: EnvFile | None = None
+    entries: list[ImageEntry] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    error: CipugError | None = None
+
+
+def is_tagged_key(key: str) -> bool:
+    """SERVICE_<NAME>_IMAGE_TAGGED, NAME being letters, digits and `_`."""
+    return (len(key) > len(_TAGGED_PREFIX) + len(_TAGGED_SUFFIX) and key.startswith(_TAGGED_PREFIX)
+            and key.endswith(_TAGGED_SUFFIX) and "." not in key and "-" not in key)
+
+
+def image_entries(env: EnvFile) -> list[ImageEntry]:
+    """The SERVICE_<NAME>_IMAGE_TAGGED entries, interpolated, with their HASHED counterparts."""
+    entries = []
+    for key in env.keys():
+        if not is_tagged_key(key):
+            continue
+        hashed_key = key.removesuffix("TAGGED") + "HASHED"
+        current = env.value(hashed_key) if env.get(hashed_key) is not None else None
+        reference = env.value(key).strip()
+        if not reference:
+            assignment = env.get(key)
+            lineno = assignment.lineno if assignment is not None else 0
+            raise CipugError(f"{env.path}:{lineno}: {key} is empty; expected an image reference like "
+                             "nextcloud:latest", ExitCode.ENV_FILE_INVALID)
+        entries.append(ImageEntry(key, hashed_key, reference, current))
+    return entries
+
+
+def plan_changes(entries: list[ImageEntry], resolutions: dict[str, Resolution | CipugError]) -> list[Change]:
+    """The entries whose pinned reference differs from what their tag resolves to now."""
+    changes = []
+    for entry in entries:
+        outcome = resolutions[entry.reference]
+        if isinstance(outcome, CipugError):
+            raise outcome
+        if not is_valid_digest(outcome.digest):
+            raise CipugError(f"{entry.reference}: refusing invalid digest {outcome.digest!r}", ExitCode.RESOLVE_FAILED)
+        if entry.current != outcome.pinned:
+            changes.append(Change(entry, outcome))
+    return changes
+
+
+def read_plan(service: Service) -> ServicePlan:
+    """The service's .env read and its entries found; a problem is kept in `error`, not raised."""
+    plan = ServicePlan(service)
+    try:
+        plan.text = read_text(service.env_file)
+        plan.env = EnvFile.parse(plan.text, service.env_file)
+        plan.entries = image_entries(plan.env)
+    except OSError as error:
+        plan.error = CipugError(f"{service.env_file} cannot be read: {error.strerror}", ExitCode.FILE_NOT_FOUND)
+    except CipugError as error:
+        plan.error = error
+    return plan
+
+
+def plan_services(settings: Settings, services: Iterable[Service], log: Log) -> list[ServicePlan]:
+    """Read every service, resolve all their references at once, and work out the changes."""
+    plans = [read_plan(service) for service in services]
+    references = [entry.reference for plan in plans if plan.error is None for entry in plan.entries]
+    resolutions = resolve_all(references, settings, log)
+    for plan in plans:
+        if plan.error is None:
+            try:
+                plan.changes = plan_changes(plan.entries, resolutions)
+            except CipugError as error:
+                plan.error = error
+    return plans

@@ -1,0 +1,36 @@
+"""How plans and history read as lines: what `update`, `check`, `history` and the previews print."""
+
+from __future__ import annotations
+
+from .files.history import Record
+from .log import Log
+from .plan import ServicePlan
+
+
+def short_digest(reference: str | None) -> str:
+    """`sha256:` and the first 12 hex digits of a pinned reference's digest; `(none)` for no pin."""
+    if not reference:
+        return "(none)"
+    return reference.rsplit("@", 1)[-1][:19]
+
+
+def report_plan(plan: ServicePlan, log: Log, dry_run: bool = False) -> None:
+    """The lines a run prints for one service before it changes anything."""
+    name = plan.service.name
+    if plan.error is not None:
+        log.error(f"{name}: {plan.error.message}")
+    elif not plan.entries:
+        log.verbose(f"{name}: no *_IMAGE_TAGGED entries")
+    elif not plan.changes:
+        log.info(f"{name}: up to date ({len(plan.entries)} image{'s' if len(plan.entries) != 1 else ''})")
+    elif dry_run:
+        for change in plan.changes:
+            log.info(f"{name}: would set {change.entry.hashed_key}={change.new} (was {change.entry.current or 'unset'})")
+
+
+def history_line(record: Record) -> str:
+    line = (f"{record.time}  {record.service}  {record.outcome:<11}  {record.entry or '-'}  {record.tagged or '-'}  "
+            f"{short_digest(record.old)} -> {short_digest(record.new)}")
+    if record.snapshot is not None:
+        line += f"  snapshot {record.snapshot}"
+    return line + (f"  ({record.detail})" if record.detail else "")
