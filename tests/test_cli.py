@@ -152,6 +152,18 @@ def test_check_without_skopeo_is_10(stack):
     assert_one_line_error(invoke(stack, "check"), ExitCode.TOOL_MISSING, "skopeo")
 
 
+def test_check_answered_from_the_cache_needs_no_skopeo(stack):
+    stack.service("web", WEB_ENV)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    assert invoke(stack, "check").exit_code == ExitCode.UPDATES_PENDING
+    (stack.tmp_path / "bin" / "skopeo").unlink()
+
+    cached = invoke(stack, "check")
+
+    assert cached.exit_code == ExitCode.UPDATES_PENDING, cached.stderr
+    assert [call[0] for call in stack.calls()] == ["skopeo"]
+
+
 # check-snapshots, config
 
 def test_check_snapshots(stack):

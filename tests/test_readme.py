@@ -44,3 +44,30 @@ def test_every_cipug_setting_mentioned_in_readme_exists():
     names = {setting.name for setting in SETTINGS} | {"CONFIG_FILE"}
     mentioned = set(re.findall(r"CIPUG_([A-Z_]+[A-Z])", README))
     assert mentioned <= names
+
+
+def test_exit_code_table_says_what_each_code_describes():
+    rows = table_rows("| code | meaning |")
+    assert {int(code): meaning.replace("`", "") for code, meaning in rows.items()} == {
+        code.value: code.description.replace("`", "") for code in ExitCode}
+
+
+def test_architecture_section_names_every_module_and_only_those():
+    section = README[README.index("## Architecture"):README.index("## Running the tests")]
+    rows = dict(table_rows_in(section))
+    package = Path(__file__).parent.parent / "cipug"
+    modules = {path.relative_to(package.parent).as_posix() for path in package.rglob("*.py")
+               if path.name not in ("__init__.py", "__main__.py")}
+    named = set()
+    for first, text in rows.items():
+        if first.endswith("/"):
+            named |= {first + name for name in re.findall(r"`([a-z_]+\.py)`", text)}
+        else:
+            named.add(first)
+    assert named == modules
+
+
+def table_rows_in(text: str) -> list[tuple[str, str]]:
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+             if line.startswith("| `")]
+    return [(row[0].strip("`"), row[1]) for row in cells]
