@@ -79,7 +79,8 @@ class Assignment(NamedTuple):
     `\$` of a double-quoted value reads `$$`, the interpolation syntax for a literal `$`.
     `lineno` is 1-based; `quote` is "", "'" or '"'; `has_value` is False for a bare `KEY` line;
     `value_start`/`value_end` are the text offsets of the value's characters, inside the quotes;
-    `end` is the offset just past the statement's last line ending (or the end of the text).
+    `start` is the offset of the statement's first line, `end` the offset just past its last line
+    ending (or the end of the text).
     """
 
     key: str
@@ -89,11 +90,20 @@ class Assignment(NamedTuple):
     has_value: bool
     value_start: int
     value_end: int
+    start: int
     end: int
 
     @property
     def interpolated(self) -> bool:
         return self.quote != "'"
+
+
+class Previous(NamedTuple):
+    """A key as it stood before cipug wrote it: assigned at all, with a value, and the value's text as written."""
+
+    assigned: bool
+    has_value: bool
+    text: str
 
 
 class EnvFile:
@@ -157,6 +167,44 @@ class EnvFile:
                 edits.append((target.value_start, target.value_end, value))
         return _apply(self.text, edits)
 
+    def previous(self, key: str) -> Previous:
+        """How `key` stands in the file now, for `reverted` to put back after it is written."""
+        current = self.get(key)
+        if current is None:
+            return Previous(False, False, "")
+        return Previous(True, current.has_value, self.text[current.value_start:current.value_end])
+
+    def reverted(self, written: dict[str, str], previous: dict[str, Previous]) -> tuple[str, list[str]]:
+        """The text with each key of `written` put back as `previous` says it was, where it still holds the
+        value cipug wrote; and the keys that no longer do, left alone (someone edited them since).
+
+        Everything else stays as it is now, so an edit made since cipug wrote the file survives.
+        """
+        edits: list[tuple[int, int, str]] = []
+        edited_since = []
+        for key, value in written.items():
+            current = self.get(key)
+            if current is None or self.text[current.value_start:current.value_end] != value:
+                edited_since.append(key)
+                continue
+            before = previous[key]
+            if not before.assigned:
+                edits.append((self._line_start_with_ending(current), current.end, ""))
+            elif not before.has_value:
+                # `KEY=value` back to the bare `KEY` it was.
+                edits.append((current.value_start - 1, current.value_end, ""))
+            else:
+                edits.append((current.value_start, current.value_end, before.text))
+        return _apply(self.text, edits), edited_since
+
+    def _line_start_with_ending(self, assignment: Assignment) -> int:
+        """Where the line cipug added for `assignment` starts, with the line ending it gave the line before
+        when it added the line at the end of a file without a final newline."""
+        if assignment.end < len(self.text) or self.text.endswith("\n"):
+            return assignment.start
+        ending = "\r\n" if self.text.endswith("\r\n", 0, assignment.start) else "\n"
+        return assignment.start - len(ending) if self.text.endswith(ending, 0, assignment.start) else assignment.start
+
     def _anchor(self, key: str, insert_after: dict[str, str]) -> Assignment:
         if key not in insert_after:
             raise ValueError(f"cannot add {key}: no key to put it after was given")
@@ -192,14 +240,14 @@ class _Parser:
             if start == line_end or text[start] == "#":
                 next_position = _next_line(text, line_end)
             else:
-                assignment = self._assignment(start, line_end, lineno)
+                assignment = self._assignment(position, start, line_end, lineno)
                 found.append(assignment)
                 next_position = assignment.end
             lineno += text.count("\n", position, next_position)
             position = next_position
         return found
 
-    def _assignment(self, start: int, line_end: int, lineno: int) -> Assignment:
+    def _assignment(self, line_start: int, start: int, line_end: int, lineno: int) -> Assignment:
         text = self.text
         match = _STATEMENT_KEY.match(text, start, line_end)
         if not match:
@@ -207,24 +255,25 @@ class _Parser:
         key, key_end = match["key"], match.end()
         separator = _skip_blanks(text, key_end, line_end)
         if separator == line_end:
-            return Assignment(key, "", lineno, "", False, key_end, key_end, _next_line(text, line_end))
+            return Assignment(key, "", lineno, "", False, key_end, key_end, line_start, _next_line(text, line_end))
         if text[separator] not in _SEPARATORS:
             raise self._error(lineno, f"unexpected {text[separator]!r} after the name {key}")
         value_start = _skip_blanks(text, separator + 1, line_end)
         if value_start < line_end and text[value_start] in _QUOTES:
-            return self._quoted(key, value_start, lineno)
-        return self._unquoted(key, separator, value_start, line_end, lineno)
+            return self._quoted(key, line_start, value_start, lineno)
+        return self._unquoted(key, line_start, separator, value_start, line_end, lineno)
 
-    def _unquoted(self, key: str, separator: int, value_start: int, line_end: int, lineno: int) -> Assignment:
+    def _unquoted(self, key: str, line_start: int, separator: int, value_start: int, line_end: int,
+                  lineno: int) -> Assignment:
         comment = self.text.find(" #", value_start, line_end)
         value = self.text[value_start:line_end if comment < 0 else comment].rstrip(_BLANKS)
         if not value:
             # An empty value is written right after the separator: past the blanks could be after a CR.
             value_start = separator + 1
-        return Assignment(key, value, lineno, "", True, value_start, value_start + len(value),
+        return Assignment(key, value, lineno, "", True, value_start, value_start + len(value), line_start,
                           _next_line(self.text, line_end))
 
-    def _quoted(self, key: str, opening: int, lineno: int) -> Assignment:
+    def _quoted(self, key: str, line_start: int, opening: int, lineno: int) -> Assignment:
         text = self.text
         quote = text[opening]
         closing = _closing_quote(text, opening + 1, quote)
@@ -237,7 +286,8 @@ class _Parser:
             raise self._error(closing_lineno, f"unexpected {text[rest]!r} after the closing quote of {key}")
         body = text[opening + 1:closing]
         raw = body.replace("\\'", "'") if quote == "'" else _DOUBLE_QUOTED_ESCAPE.sub(_unescape, body)
-        return Assignment(key, raw, lineno, quote, True, opening + 1, closing, _next_line(text, line_end))
+        return Assignment(key, raw, lineno, quote, True, opening + 1, closing, line_start,
+                          _next_line(text, line_end))
 
     def _error(self, lineno: int, what: str) -> EnvFileError:
         return EnvFileError(f"{self.path}:{lineno}: {what}; {EXPECTED}")

@@ -460,3 +460,49 @@ def test_any_text_either_fails_cleanly_or_round_trips_and_edits_in_place(seed: i
             assert again.get(key).raw_value == "x@sha256:0"
     # The inputs must exercise the successful path too, not only errors.
     assert parsed > 30
+
+
+# Putting back what cipug wrote, and only that
+
+PIN = "registry.example:5000/app@sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize("text, key, anchor", [
+    ("A=1\nSERVICE_X_IMAGE_HASHED=old # was\n", "SERVICE_X_IMAGE_HASHED", None),
+    ("A=1\r\nSERVICE_X_IMAGE_HASHED='old'\r\nB=2", "SERVICE_X_IMAGE_HASHED", None),
+    ("SERVICE_X_IMAGE_TAGGED=app:1\nB=2\n", "SERVICE_X_IMAGE_HASHED", "SERVICE_X_IMAGE_TAGGED"),
+    ("B=2\r\nSERVICE_X_IMAGE_TAGGED=app:1", "SERVICE_X_IMAGE_HASHED", "SERVICE_X_IMAGE_TAGGED"),
+    ("SERVICE_X_IMAGE_TAGGED=app:1\nSERVICE_X_IMAGE_HASHED  \n", "SERVICE_X_IMAGE_HASHED", None),
+])
+def test_reverting_a_written_pin_restores_the_file_and_keeps_a_later_edit(text, key, anchor) -> None:
+    original = parse(text)
+    written = original.updated({key: PIN}, {key: anchor} if anchor else {})
+    previous = {key: original.previous(key)}
+    assert parse(written).reverted({key: PIN}, previous) == (text, [])
+    # A line someone added after cipug wrote the file survives the revert.
+    edited = "ADDED=by hand\n" + written
+    assert parse(edited).reverted({key: PIN}, previous) == ("ADDED=by hand\n" + text, [])
+
+
+def test_a_pin_edited_since_cipug_wrote_it_is_left_alone() -> None:
+    original = parse("SERVICE_X_IMAGE_HASHED=old\nB=2\n")
+    written = original.updated({"SERVICE_X_IMAGE_HASHED": PIN}, {})
+    by_hand = written.replace(PIN, "registry.example:5000/app@sha256:" + "c" * 64)
+    previous = {"SERVICE_X_IMAGE_HASHED": original.previous("SERVICE_X_IMAGE_HASHED")}
+    assert parse(by_hand).reverted({"SERVICE_X_IMAGE_HASHED": PIN}, previous) == (by_hand, ["SERVICE_X_IMAGE_HASHED"])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_generated_files_revert_to_exactly_what_they_were(seed: int) -> None:
+    rng = random.Random(2000 + seed)
+    for _ in range(30):
+        text, lines, endings = random_file(rng)
+        original = parse(text)
+        keys = original.keys()
+        if not keys:
+            continue
+        changed = {key: f"{PIN[:-8]}{index:08d}" for index, key in enumerate(rng.sample(keys, min(2, len(keys))))}
+        changed["SERVICE_NEW_IMAGE_HASHED"] = PIN
+        anchors = {"SERVICE_NEW_IMAGE_HASHED": rng.choice(keys)}
+        written = parse(original.updated(changed, anchors))
+        assert written.reverted(changed, {key: original.previous(key) for key in changed}) == (text, [])

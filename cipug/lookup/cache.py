@@ -9,68 +9,17 @@ nothing about it ends a run.
 from __future__ import annotations
 
 import json
-import os
-import stat
 import threading
 from pathlib import Path
 
 from ..errors import CipugError
-from ..files.atomic import write_atomic
+from ..files.trusted import Untrusted, read_trusted, write_private
 from ..log import Log
 from .references import Resolution, is_valid_digest
 
 
 class _Unusable(Exception):
-    """Why a cache file is ignored or not written, for the one warning line."""
-
-
-def _file_problem(info: os.stat_result) -> str | None:
-    """Why a file with this (l)stat must not be trusted, None when it may be."""
-    if stat.S_ISLNK(info.st_mode):
-        return "is a symlink"
-    if not stat.S_ISREG(info.st_mode):
-        return "is not a regular file"
-    if info.st_uid != os.geteuid():
-        return f"owned by uid {info.st_uid}, not {os.geteuid()}"
-    if info.st_mode & stat.S_IWOTH:
-        return "writable by others"
-    if info.st_mode & stat.S_IWGRP:
-        return "writable by group"
-    return None
-
-
-def _folder_problem(folder: Path) -> str | None:
-    """Why a cache in `folder` must not be trusted: anyone may replace files there between runs."""
-    try:
-        info = folder.stat()
-    except OSError as error:
-        return f"its folder cannot be read: {error.strerror}"
-    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
-        return f"its folder {folder} is writable by others without the sticky bit"
-    return None
-
-
-def _read_trusted(path: Path) -> bytes | None:
-    """The file's bytes, None when it does not exist; _Unusable when it may have been tampered with."""
-    try:
-        # Checks run on the opened descriptor, so the file cannot be swapped between check and read.
-        # NONBLOCK: opening a FIFO planted here must not hang the run.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        # A file where the folder should be is reported once, by save().
-        return None
-    except OSError as error:
-        if path.is_symlink():
-            raise _Unusable("is a symlink") from None
-        raise _Unusable(f"cannot be read: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        problem = _file_problem(os.fstat(file.fileno())) or _folder_problem(path.parent)
-        if problem:
-            raise _Unusable(problem)
-        try:
-            return file.read()
-        except OSError as error:
-            raise _Unusable(f"cannot be read: {error.strerror}") from None
+    """Why a cache file is ignored, for the one warning line."""
 
 
 def _parse(data: bytes, log: Log, path: Path) -> dict[str, tuple[Resolution, float]]:
@@ -123,10 +72,10 @@ class ResolutionCache:
         entries: dict[str, tuple[Resolution, float]] = {}
         if duration > 0:
             try:
-                data = _read_trusted(path)
+                data = read_trusted(path)
                 if data is not None:
                     entries = _parse(data, log, path)
-            except _Unusable as reason:
+            except (Untrusted, _Unusable) as reason:
                 log.warning(f"ignoring cache {path}: {reason}")
         return cls(path, duration, log, now, entries)
 
@@ -164,29 +113,12 @@ class ResolutionCache:
             }
             self._changed = False
         try:
-            self._write(json.dumps(document, indent=2) + "\n")
+            if write_private(self.path, json.dumps(document, indent=2) + "\n"):
+                self.log.verbose(f"cache {self.path}: replaced an untrusted file")
         except OSError as error:
             self.log.warning(f"cannot write cache {self.path}: {error.strerror}")
-        except _Unusable as problem:
+        except Untrusted as problem:
             self.log.warning(f"cannot write cache {self.path}: {problem}")
         except CipugError as error:
             # Its message names the file already.
             self.log.warning(f"cannot write cache: {error.message}")
-
-    def _write(self, text: str) -> None:
-        folder = self.path.parent
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        problem = _folder_problem(folder)
-        if problem:
-            # The next run would ignore the file anyway; and someone else controls what is there.
-            raise _Unusable(problem)
-        try:
-            existing = self.path.lstat()
-        except FileNotFoundError:
-            existing = None
-        # write_atomic writes through symlinks and keeps an old file's owner and mode: remove a
-        # file we would not trust, so that a fresh private one takes its place.
-        if existing is not None and _file_problem(existing):
-            self.log.verbose(f"cache {self.path}: replacing the untrusted file ({_file_problem(existing)})")
-            self.path.unlink()
-        write_atomic(self.path, text, mode=0o600)
