@@ -59,6 +59,8 @@ def _setup() -> tuple[Settings, Log]:
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of lines")]
+RefreshOption = Annotated[bool, typer.Option("--refresh", help="look every tag up, not trusting the cache this once "
+                                                              "(what is found is still saved to it)")]
 
 
 @app.command()
@@ -68,6 +70,7 @@ def update(
                                                              "(no write, snapshot, pull or restart)")] = False,
     service: Annotated[list[str] | None, typer.Option(
         "--service", "-s", metavar="NAME", help="update only this service; repeat for more")] = None,
+    refresh: RefreshOption = False,
 ) -> ExitCode:
     """Update the services whose image digests moved.
 
@@ -79,14 +82,15 @@ def update(
       cipug update                      # what the timer runs
       cipug update --dry-run            # show what would change
       cipug update --service nextcloud --service db
+      cipug update --refresh            # ask the registries now, not the cache
     """
     settings, log = _setup()
-    return run_update(settings, log, service_names=service or (), dry_run=dry_run)
+    return run_update(settings, log, service_names=service or (), dry_run=dry_run, refresh=refresh)
 
 
 @app.command()
 @_exit_code
-def check(json_output: JsonOption = False) -> ExitCode:
+def check(json_output: JsonOption = False, refresh: RefreshOption = False) -> ExitCode:
     """Report which services have updates, changing nothing.
 
     Exit 0 when every image is current, 1 when updates are pending, an error code (10 and up)
@@ -98,9 +102,10 @@ def check(json_output: JsonOption = False) -> ExitCode:
     Examples:
       cipug check
       cipug check --json | jq -r '.[] | select(.status == "pending") | .service'
+      cipug check --refresh             # right after a tag moved, not waiting for the cache
     """
     settings, log = _setup()
-    return run_check(settings, log, json_output=json_output)
+    return run_check(settings, log, json_output=json_output, refresh=refresh)
 
 
 @app.command("check-snapshots")

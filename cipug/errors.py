@@ -26,8 +26,12 @@ class ExitCode(IntEnum):
     OK = 0, "success (for `check`: every image is current)"
     UPDATES_PENDING = 1, "`check` only: at least one service has an image whose digest moved"
     USAGE = 2, (
-        "bad command line, a subcommand without the cli extra installed, or a `rollback` that cannot be done as "
-        "asked (nothing to roll back to, no earlier pin, no terminal to confirm on and no --yes)"
+        "bad command line, a subcommand without the cli extra installed, or a `rollback` without a terminal to "
+        "confirm on and without --yes"
+    )
+    ROLLBACK_REFUSED = 3, (
+        "a `rollback` that cannot be done as asked: no update to roll back, no earlier pin, no such snapshot, a "
+        "folder that cannot be written; nothing was changed"
     )
     TOOL_MISSING = 10, "a required tool (skopeo, snapper, compose tool, …) is missing"
     LOCKED = 11, "another cipug run holds the lock"

@@ -10,12 +10,10 @@ from .envfile import EnvFile
 from .errors import CipugError, ExitCode
 from .files.atomic import read_text
 from .log import Log
-from .lookup.references import Resolution, is_valid_digest
+from .lookup.references import Resolution, is_valid_digest, parse_reference
 from .lookup.resolve import resolve_all
-from .services import Service
+from .services import Service, is_tagged_key
 from .settings import Settings
-
-_TAGGED_PREFIX, _TAGGED_SUFFIX = "SERVICE_", "_IMAGE_TAGGED"
 
 
 class ImageEntry(NamedTuple):
@@ -50,12 +48,6 @@ class ServicePlan:
     error: CipugError | None = None
 
 
-def is_tagged_key(key: str) -> bool:
-    """SERVICE_<NAME>_IMAGE_TAGGED, NAME being letters, digits and `_`."""
-    return (len(key) > len(_TAGGED_PREFIX) + len(_TAGGED_SUFFIX) and key.startswith(_TAGGED_PREFIX)
-            and key.endswith(_TAGGED_SUFFIX) and "." not in key and "-" not in key)
-
-
 def image_entries(env: EnvFile) -> list[ImageEntry]:
     """The SERVICE_<NAME>_IMAGE_TAGGED entries, interpolated, with their HASHED counterparts."""
     entries = []
@@ -65,11 +57,15 @@ def image_entries(env: EnvFile) -> list[ImageEntry]:
         hashed_key = key.removesuffix("TAGGED") + "HASHED"
         current = env.value(hashed_key) if env.get(hashed_key) is not None else None
         reference = env.value(key).strip()
-        if not reference:
+        try:
+            parse_reference(reference)
+        except ValueError as error:
+            # Refused here, before any lookup: a registry's or skopeo's answer to it would only confuse.
             assignment = env.get(key)
             lineno = assignment.lineno if assignment is not None else 0
-            raise CipugError(f"{env.path}:{lineno}: {key} is empty; expected an image reference like "
-                             "nextcloud:latest", ExitCode.ENV_FILE_INVALID)
+            value = f"{reference!r} is not an image reference ({error})" if reference else "is empty"
+            raise CipugError(f"{env.path}:{lineno}: {key} {value}; expected one like nextcloud:latest, "
+                             "ghcr.io/org/app:1.2 or registry.example:5000/app", ExitCode.ENV_FILE_INVALID) from None
         entries.append(ImageEntry(key, hashed_key, reference, current))
     return entries
 
@@ -102,11 +98,19 @@ def read_plan(service: Service) -> ServicePlan:
     return plan
 
 
-def plan_services(settings: Settings, services: Iterable[Service], log: Log) -> list[ServicePlan]:
-    """Read every service, resolve all their references at once, and work out the changes."""
+def plan_services(settings: Settings, services: Iterable[Service], log: Log, *,
+                  refresh: bool = False) -> list[ServicePlan]:
+    """Read every service, resolve all their references at once, and work out the changes.
+
+    `refresh` looks every reference up, whatever the cache holds.
+    """
     plans = [read_plan(service) for service in services]
-    references = [entry.reference for plan in plans if plan.error is None for entry in plan.entries]
-    resolutions = resolve_all(references, settings, log)
+    pins: dict[str, set[str | None]] = {}
+    for plan in plans:
+        if plan.error is None:
+            for entry in plan.entries:
+                pins.setdefault(entry.reference, set()).add(entry.current)
+    resolutions = resolve_all(pins, settings, log, refresh=refresh)
     for plan in plans:
         if plan.error is None:
             try:

@@ -33,6 +33,9 @@ Parse: TypeAlias = Callable[[object, Path], object]
 # A default as it would be written in the environment, a function of the environment, or None: required.
 Default: TypeAlias = "str | Callable[[Mapping[str, str]], str] | None"
 
+# The names docker compose looks for, in its order (cipug passes the one it finds with -f).
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -87,6 +90,15 @@ def _file_name(value: object, base: Path) -> str:
     return name
 
 
+def _file_name_or_empty(value: object, base: Path) -> str:
+    if _text(value, base) == "":
+        return ""
+    try:
+        return _file_name(value, base)
+    except _Invalid as error:
+        raise _Invalid(f"{error.accepted}, or empty", error.code) from None
+
+
 def _relative_dir(value: object, base: Path) -> str:
     path = _text(value, base)
     if path.startswith("/") or ".." in path.split("/"):
@@ -136,22 +148,29 @@ def _choice(choices: object) -> Callable[[object, Path], str]:
     return parse
 
 
-def _state_path(environ: Mapping[str, str], systemd_var: str, xdg_var: str, fallback: str, name: str) -> str:
-    """Where systemd's StateDirectory/CacheDirectory or the XDG base dirs put a file of ours."""
+def _state_path(environ: Mapping[str, str], systemd_var: str, system_dir: str, xdg_var: str, fallback: str,
+                name: str) -> str:
+    """Where systemd's StateDirectory/CacheDirectory, for root the system's folder, else the XDG base dirs
+    put a file of ours."""
     systemd_dirs = environ.get(systemd_var, "")
     if systemd_dirs:
         # systemd passes a colon-separated list when several directories are configured.
         return os.path.join(systemd_dirs.split(":")[0], name)
+    if os.geteuid() == 0:
+        # The folders the unit's StateDirectory=/CacheDirectory=cipug give: a root shell and the timer
+        # share one history, so `cipug rollback` from a shell sees the timer's updates.
+        return os.path.join(system_dir, name)
     base = environ.get(xdg_var) or os.path.join(environ.get("HOME") or os.path.expanduser("~"), fallback)
     return os.path.join(base, "cipug", name)
 
 
 def _default_cache(environ: Mapping[str, str]) -> str:
-    return _state_path(environ, "CACHE_DIRECTORY", "XDG_CACHE_HOME", ".cache", "cache.json")
+    return _state_path(environ, "CACHE_DIRECTORY", "/var/cache/cipug", "XDG_CACHE_HOME", ".cache", "cache.json")
 
 
 def _default_history(environ: Mapping[str, str]) -> str:
-    return _state_path(environ, "STATE_DIRECTORY", "XDG_STATE_HOME", ".local/state", "history.jsonl")
+    return _state_path(environ, "STATE_DIRECTORY", "/var/lib/cipug", "XDG_STATE_HOME", ".local/state",
+                       "history.jsonl")
 
 
 @dataclass(frozen=True)
@@ -177,7 +196,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SERVICES_ROOT", _path, None, "folder holding one folder per service"),
     Setting("SERVICES_FILTER", _names, "", "comma-separated service names to include only (empty: all)"),
     Setting("SERVICES_FILTER_EXCLUDE", _names, "", "comma-separated service names to skip"),
-    Setting("COMPOSE_FILE_NAME", _file_name, "compose.yml", "a folder is a service when it has this file and the env file"),
+    Setting("COMPOSE_FILE_NAME", _file_name_or_empty, "",
+            "a folder is a service when it has this file and the env file (empty: the first of compose's own "
+            f"names, {', '.join(COMPOSE_FILE_NAMES)})"),
     Setting("ENV_FILE_NAME", _file_name, ".env", "the env file holding the *_IMAGE_TAGGED/_HASHED entries"),
     Setting("COMPOSE_TOOL", _command, "podman-compose", "compose command, split like a shell does (`docker compose` works)"),
     Setting("CONTAINER_TOOL", _command, "podman", "container command, for image pruning and health checks"),
@@ -190,7 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VERBOSITY", _number(int, 0, 3), "1", "0 errors only, 1 normal, 2 verbose, 3 very verbose"),
     Setting("CACHE_DURATION", _number(int, 0, None), "3600", "seconds a resolved digest is reused (0: no cache)"),
     Setting("CACHE_LOCATION", _path, _default_cache,
-            "cache file; default $CACHE_DIRECTORY/cache.json, else $XDG_CACHE_HOME/cipug/cache.json or ~/.cache/cipug/cache.json"),
+            "cache file; default $CACHE_DIRECTORY/cache.json, else for root /var/cache/cipug/cache.json, else "
+            "$XDG_CACHE_HOME/cipug/cache.json or ~/.cache/cipug/cache.json"),
     Setting("SNAPSHOTS_DIR_SNAPPER", _relative_dir, "", "snapper snapshot folder relative to each service (e.g. .snapshots), for --check-snapshots"),
     Setting("SNAPSHOTS_DIR_BTRBK", _relative_dir, "", "btrbk snapshot folder relative to each service, for --check-snapshots"),
     Setting("SNAPSHOTS_MAX_AGE_SNAPPER", _number(float, 0, None), "1.5", "hours the newest snapper snapshot may be old"),
@@ -206,7 +228,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTO_ROLLBACK", _boolean, "true", "put the old images back when a restarted service does not come up"),
     Setting("HEALTH_TIMEOUT", _number(int, 0, 3600), "60", "seconds to wait for restarted containers to run and be healthy (0: no wait)"),
     Setting("HISTORY_FILE", _path, _default_history,
-            "history of changes; default $STATE_DIRECTORY/history.jsonl, else $XDG_STATE_HOME/cipug/history.jsonl or ~/.local/state/cipug/history.jsonl"),
+            "history of changes; default $STATE_DIRECTORY/history.jsonl, else for root /var/lib/cipug/history.jsonl, "
+            "else $XDG_STATE_HOME/cipug/history.jsonl or ~/.local/state/cipug/history.jsonl"),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = MappingProxyType({setting.name: setting for setting in SETTINGS})

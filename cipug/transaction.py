@@ -13,16 +13,24 @@ with history records of what really happened.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 
+from .envfile import EnvFile, Previous
 from .errors import CipugError, ExitCode, Interrupted
-from .files import history
+from .files import history, intents
 from .files.atomic import read_text, write_atomic
+from .files.intents import Intent, PinIntent
 from .log import Log
+from .lookup.references import Resolution
 from .plan import Change, ImageEntry, ServicePlan, read_plan
 from .programs.compose import ServiceControl
+from .programs.process import Runner
 from .programs.snapper import Snapper
+from .programs.tools import change_tools, require_tools
 from .report import short_digest
 from .services import Service
 from .settings import Settings
@@ -34,11 +42,13 @@ class Kind(Enum):
     UPDATE = "update"
     IMAGE_ROLLBACK = "image-only rollback"
     FOLDER_ROLLBACK = "folder rollback"
+    # Undoing what an interrupted update or image-only rollback left: the change it was did not happen.
+    REPAIR = "repair"
 
     @property
     def outcome(self) -> str:
         """History's outcome when it succeeds."""
-        return history.UPDATED if self is Kind.UPDATE else history.ROLLED_BACK
+        return {Kind.UPDATE: history.UPDATED, Kind.REPAIR: history.FAILED}.get(self, history.ROLLED_BACK)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,16 @@ class TakeSnapshot:
 class WritePins:
     def describe(self) -> str:
         return "write .env"
+
+
+@dataclass(frozen=True)
+class RevertPins:
+    """Put back the pins an interrupted run wrote, where .env still holds them."""
+
+    pins: tuple[PinIntent, ...]
+
+    def describe(self) -> str:
+        return "put back the pins an interrupted run wrote"
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,7 @@ class WaitUntilUp:
         return f"wait up to {self.timeout} s until it is up"
 
 
-Step = CheckCompose | TakeSnapshot | WritePins | Pull | Stop | RestoreFolder | Restart | Start | WaitUntilUp
+Step = CheckCompose | TakeSnapshot | WritePins | RevertPins | Pull | Stop | RestoreFolder | Restart | Start | WaitUntilUp
 # Steps after which the service's containers may no longer be what they were.
 _TOUCHING_CONTAINERS = (Stop, Restart, Start, WaitUntilUp)
 
@@ -170,6 +190,45 @@ def folder_transaction(settings: Settings, plan: ServicePlan, snapper_config: st
     return Transaction(Kind.FOLDER_ROLLBACK, plan, tuple(steps))
 
 
+def intent_of(transaction: Transaction) -> Intent:
+    """The intent record of a transaction about to start."""
+    env = transaction.plan.env
+    pins = tuple(PinIntent(change.entry.hashed_key, change.entry.reference, change.entry.current, change.new,
+                           env.previous(change.entry.hashed_key) if env else Previous(False, False, ""))
+                 for change in transaction.changes)
+    return Intent(transaction.service.name, str(transaction.service.folder), transaction.kind.value,
+                  history.now_iso(), pins, None, None, transaction.restored_snapshot, intents.PINS)
+
+
+def repair_transaction(settings: Settings, service: Service, intent: Intent) -> Transaction:
+    """Make whole a service an interrupted run left part-way, from its intent record.
+
+    An update or image-only rollback is undone: its pins came from a lookup of a run that is over,
+    and this run's own lookups decide anew. A folder rollback is finished: the person asked for it.
+    """
+    plan = read_plan(service)
+    if intent.kind == Kind.FOLDER_ROLLBACK.value:
+        if intent.stage == intents.RESTORE and intent.restore is not None and intent.snapper_config:
+            steps: list[Step] = [RestoreFolder(intent.snapper_config, intent.restore), Start()]
+            if settings.health_timeout > 0:
+                steps.append(WaitUntilUp(settings.health_timeout))
+            return Transaction(Kind.FOLDER_ROLLBACK, plan, tuple(steps),
+                               detail=f"finishing a rollback interrupted at {intent.started}")
+        # Stopped (or not even that) before its restore began: the rollback did not happen.
+        stopped = intent.stage == intents.CONTAINERS
+        return Transaction(Kind.REPAIR, plan, (Start(),) if stopped else (),
+                           detail=f"a rollback interrupted at {intent.started} did not happen"
+                                  + ("; the next run started the service again" if stopped else ""))
+    steps = [RevertPins(intent.pins)]
+    if intent.stage != intents.PINS:
+        steps.append(Restart())
+    changes = tuple(Change(ImageEntry(pin.entry.removesuffix("HASHED") + "TAGGED", pin.entry, pin.tagged, pin.old),
+                           Resolution(*pin.new.rsplit("@", 1))) for pin in intent.pins)
+    return Transaction(Kind.REPAIR, plan, tuple(steps), changes,
+                       f"interrupted at {intent.started} ({intent.kind}, stage {intent.stage}); the next run put back "
+                       "the earlier pins" + (" and restarted the service" if intent.stage != intents.PINS else ""))
+
+
 def snapshot_description(service: str, changes: list[Change]) -> str:
     images = ", ".join(f"{change.entry.reference} -> {change.resolution.name}@{change.resolution.digest[:19]}"
                        for change in changes)
@@ -203,20 +262,37 @@ class Applier:
         self.settings, self.log, self.control, self.snapper = settings, log, control, snapper
         self.records: list[history.Record] = []
 
-    def run(self, transaction: Transaction) -> ExitCode:
-        """Run one transaction; its exit code. Interrupted is re-raised after the service was put back."""
+    def run(self, transaction: Transaction, intent: Intent | None = None) -> ExitCode:
+        """Run one transaction; its exit code. Interrupted is re-raised after the service was put back.
+
+        An intent record is kept while it runs (`intent` is the one a repair works from), so a run
+        killed part-way is repaired by the next one; it is removed when the service is whole again.
+        """
         progress = _Progress()
+        path = intents.intent_path(self.settings.history_file.parent, transaction.service.folder)
+        record = intent or intent_of(transaction)
+        if intent is None:
+            intents.save(path, record)
         try:
             for step in transaction.steps:
                 progress.current = step
+                if record.stage == intents.PINS and isinstance(step, (*_TOUCHING_CONTAINERS, RestoreFolder)):
+                    stage = intents.RESTORE if isinstance(step, RestoreFolder) else intents.CONTAINERS
+                    record = replace(record, stage=stage, snapshot=progress.snapshot,
+                                     snapper_config=progress.snapper_config)
+                    intents.save(path, record)
                 self._do(step, transaction, progress)
                 progress.done.append(step)
         except CipugError as error:
             outcome, detail = self._put_back(transaction, progress, error)
             self._record(transaction, progress, outcome, detail)
+            # A repair that did not succeed is tried again by the next run.
+            if intent is None:
+                intents.remove(path, self.log)
             if isinstance(error, Interrupted):
                 raise
             return error.code
+        intents.remove(path, self.log)
         self._record(transaction, progress, transaction.kind.outcome, self._restored_detail(transaction, progress))
         self.log.success(self._success_line(transaction, progress))
         return ExitCode.OK
@@ -232,13 +308,15 @@ class Applier:
                 log.verbose(f"{service.name}: snapper snapshot {progress.snapshot} (config {progress.snapper_config})")
             case WritePins():
                 self._write_pins(transaction)
+            case RevertPins(pins=pins):
+                self._revert_pins(service, pins)
             case Pull(required=required):
                 try:
                     self.control.pull(service, self._pins(transaction, progress))
                 except CipugError as error:
                     if required:
                         raise
-                    log.warning(f"{error.message}; starting with the images at hand")
+                    log.warning(f"{service.name}: {error.message}; starting with the images at hand")
                 else:
                     log.verbose(f"{service.name}: pulled")
             case Stop():
@@ -281,6 +359,21 @@ class Applier:
             self.log.info(f"{service.name}: {change.entry.hashed_key} {change.resolution.name} "
                           f"{short_digest(change.entry.current)} -> {short_digest(change.new)}")
 
+    def _revert_pins(self, service: Service, pins: tuple[PinIntent, ...]) -> None:
+        try:
+            env = EnvFile.parse(read_text(service.env_file), service.env_file)
+        except OSError as error:
+            raise CipugError(f"{service.env_file} cannot be read: {error.strerror}",
+                             ExitCode.ENV_WRITE_FAILED) from None
+        # A pin the interrupted run had not written yet needs nothing.
+        written = {pin.entry: pin.new for pin in pins if env.previous(pin.entry) != pin.previous}
+        text, edited_since = env.reverted(written, {pin.entry: pin.previous for pin in pins})
+        if edited_since:
+            raise CipugError(f"{service.env_file}: {', '.join(edited_since)} changed since the interrupted run wrote "
+                             "it; .env and the containers are left as they are", ExitCode.ENV_WRITE_FAILED)
+        if text != env.text:
+            write_atomic(service.env_file, text)
+
     def _put_back(self, transaction: Transaction, progress: _Progress, error: CipugError) -> tuple[str, str]:
         """Undo what the finished steps changed, say what state the service is in; history's outcome and detail."""
         name = transaction.service.name
@@ -302,23 +395,51 @@ class Applier:
                 return "nothing was changed", history.FAILED
             return self._start_again(service, progress), history.FAILED
         try:
-            write_atomic(service.env_file, transaction.plan.text)
+            edited_since = self._put_back_pins(transaction)
         except CipugError as restore_error:
-            return f"the old .env could NOT be put back: {restore_error.message}", history.FAILED
+            return f"the old pins could NOT be put back: {restore_error.message}", history.FAILED
+        if edited_since:
+            return (f"{service.env_file} no longer holds what cipug wrote for {', '.join(edited_since)} (edited "
+                    "since): .env and the containers are left as they are"), history.FAILED
         hint = self._data_hint(service, progress)
         if not touched:
-            return "the old .env was put back", history.FAILED
+            return "the old pins were put back in .env", history.FAILED
         if not settings.auto_rollback:
-            return f"the old .env was put back, the service was not restarted (AUTO_ROLLBACK is off){hint}", \
-                history.FAILED
+            return (f"the old pins were put back in .env, the service was not restarted (AUTO_ROLLBACK is off)"
+                    f"{hint}"), history.FAILED
+        first = [change.entry.hashed_key for change in transaction.changes if change.entry.current is None]
+        if first:
+            # Without an earlier pin there are no old images to start it on.
+            try:
+                self.control.stop(service)
+            except CipugError as stop_error:
+                return (f"{', '.join(first)} had no earlier pin to go back to, and stopping the service failed: "
+                        f"{stop_error.message}"), history.FAILED
+            return f"{', '.join(first)} had no earlier pin to go back to: the service was stopped", history.FAILED
         try:
             self.control.restart(service)
         except CipugError as restart_error:
-            return (f"the old .env was put back but restarting on the old images failed too: "
+            return (f"the old pins were put back in .env but restarting on the old images failed too: "
                     f"{restart_error.message}{hint}"), history.FAILED
         # An update put back is rolled back; a rollback put back did not happen.
         outcome = history.ROLLED_BACK if transaction.kind is Kind.UPDATE else history.FAILED
         return f"rolled back to the old images{hint}", outcome
+
+    def _put_back_pins(self, transaction: Transaction) -> list[str]:
+        """Write back the pins the transaction replaced, where .env still holds what it wrote; the keys
+        edited since, which are left alone with everything else."""
+        service, plan = transaction.service, transaction.plan
+        assert plan.env is not None, "pins were written, so .env was parsed"
+        try:
+            current = EnvFile.parse(read_text(service.env_file), service.env_file)
+        except OSError as error:
+            raise CipugError(f"{service.env_file} cannot be read: {error.strerror}",
+                             ExitCode.ENV_WRITE_FAILED) from None
+        written = {change.entry.hashed_key: change.new for change in transaction.changes}
+        text, edited_since = current.reverted(written, {key: plan.env.previous(key) for key in written})
+        if text != current.text:
+            write_atomic(service.env_file, text)
+        return edited_since
 
     def _start_again(self, service: Service, progress: _Progress) -> str:
         """Start a service stopped for a change that did not happen."""
@@ -347,6 +468,10 @@ class Applier:
 
     def _success_line(self, transaction: Transaction, progress: _Progress) -> str:
         name = transaction.service.name
+        if transaction.kind is Kind.REPAIR:
+            return f"{name}: {transaction.detail}"
+        if transaction.kind is Kind.FOLDER_ROLLBACK and progress.snapshot is None:
+            return f"{name}: rolled back to snapshot {transaction.restored_snapshot} and started, {transaction.detail}"
         if transaction.kind is Kind.FOLDER_ROLLBACK:
             return (f"{name}: rolled back to snapshot {transaction.restored_snapshot} and started; the state before the rollback "
                     f"is snapshot {progress.snapshot}")
@@ -361,10 +486,15 @@ class Applier:
                                            progress.snapper_config, outcome, detail)
             return
         time_text = history.now_iso()
-        self.records += [history.Record(time_text, service, change.entry.hashed_key, change.entry.reference,
-                                        change.entry.current, change.new, progress.snapshot, progress.snapper_config,
-                                        outcome, detail)
-                         for change in transaction.changes]
+        records = [history.Record(time_text, service, change.entry.hashed_key, change.entry.reference,
+                                  change.entry.current, change.new, progress.snapshot, progress.snapper_config,
+                                  outcome, detail)
+                   for change in transaction.changes]
+        # A repair that changed no pin (a folder rollback stopped before its restore) is still worth a line.
+        if not records and transaction.kind is Kind.REPAIR:
+            records = [history.Record(time_text, service, "", "", None, None, progress.snapshot,
+                                      progress.snapper_config, outcome, detail)]
+        self.records += records
 
 
 def folder_records(service: str, before: Sequence[ImageEntry], after: Sequence[ImageEntry], snapshot: int | None,
@@ -385,6 +515,15 @@ def folder_records(service: str, before: Sequence[ImageEntry], after: Sequence[I
                                       detail)]
 
 
+def make_applier(settings: Settings, log: Log, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> Applier:
+    """An Applier with the configured programs; exit 10 when one it needs is missing."""
+    require_tools(change_tools(settings))
+    runner = Runner(log)
+    return Applier(settings, log, ServiceControl(settings, runner, sleep=sleep, clock=clock),
+                   Snapper(settings.snapper_tool, runner))
+
+
 def apply_all(settings: Settings, log: Log, applier: Applier, transactions: list[Transaction]) -> list[ExitCode]:
     """Run every transaction; their exit codes. History gets every record, even when interrupted."""
     codes = []
@@ -394,3 +533,33 @@ def apply_all(settings: Settings, log: Log, applier: Applier, transactions: list
     finally:
         history.append(settings.history_file, applier.records, log)
     return codes
+
+
+def repair_interrupted(settings: Settings, log: Log, applier: Applier, pending: list[tuple[Path, Intent]],
+                       services: list[Service]) -> tuple[list[ExitCode], set[str]]:
+    """Make whole what interrupted runs left in `services`; the exit codes, and the services still not whole.
+
+    Records of other folders are left for the runs that work on them (another services root, a service
+    the filters leave out).
+    """
+    by_folder = {str(service.folder): service for service in services}
+    codes: list[ExitCode] = []
+    broken: set[str] = set()
+    for path, intent in pending:
+        service = by_folder.get(intent.folder)
+        if service is None:
+            if Path(intent.folder).parent == settings.services_root and not Path(intent.folder).is_dir():
+                log.warning(f"{intent.service}: an interrupted run left {path}, but {intent.folder} is gone; "
+                            "remove that file")
+            continue
+        log.info(f"{service.name}: a run was interrupted at {intent.started} while changing it; repairing")
+        transaction = repair_transaction(settings, service, intent)
+        try:
+            code = applier.run(transaction, intent)
+        finally:
+            history.append(settings.history_file, applier.records, log)
+            applier.records = []
+        codes.append(code)
+        if code != ExitCode.OK:
+            broken.add(service.name)
+    return codes, broken

@@ -538,8 +538,9 @@ in
         # containers cipug restarted as soon as the run ends.
         UnsetEnvironment = "INVOCATION_ID";
         TimeoutStartSec = cfg.timeoutStartSec;
-        # /var/lib/cipug (history.jsonl) and /var/cache/cipug (cache.json and
-        # the lock), found by cipug through $STATE_DIRECTORY/$CACHE_DIRECTORY.
+        # /var/lib/cipug (history.jsonl, intents/) and /var/cache/cipug
+        # (cache.json), found by cipug through $STATE_DIRECTORY/$CACHE_DIRECTORY;
+        # the run lock is SERVICES_ROOT/.cipug.lock.
         # Mode 0700: only root may read the history or plant cache entries.
         StateDirectory = stateDirectory;
         StateDirectoryMode = "0700";

@@ -83,6 +83,19 @@ def test_update_of_an_unknown_service_is_one_line(stack):
                           "cipug: error: no such service: nosuch (services: web)")
 
 
+@pytest.mark.parametrize("settings, reason", [
+    ({"services_filter_exclude": "db,web"}, "web is excluded by SERVICES_FILTER_EXCLUDE "
+                                            "(environment variable CIPUG_SERVICES_FILTER_EXCLUDE)"),
+    ({"services_filter": "db"}, "web is not in SERVICES_FILTER (environment variable CIPUG_SERVICES_FILTER)"),
+])
+def test_update_of_a_service_the_filters_leave_out_says_so(stack, settings, reason):
+    stack.service("web", WEB_ENV)
+    stack.service("db", WEB_ENV)
+    result = invoke(stack, "update", "--service", "web", **settings)
+    assert_one_line_error(result, ExitCode.USAGE, reason)
+    assert stack.calls() == []
+
+
 def test_bad_setting_is_one_line(stack):
     assert_one_line_error(invoke(stack, "config", verbosity="9"), ExitCode.INVALID_VALUE, "CIPUG_VERBOSITY")
 
@@ -153,15 +166,48 @@ def test_check_without_skopeo_is_10(stack):
 
 
 def test_check_answered_from_the_cache_needs_no_skopeo(stack):
-    stack.service("web", WEB_ENV)
+    stack.service("web", WEB_ENV + f"SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
-    assert invoke(stack, "check").exit_code == ExitCode.UPDATES_PENDING
+    assert invoke(stack, "check").exit_code == ExitCode.OK
     (stack.tmp_path / "bin" / "skopeo").unlink()
 
     cached = invoke(stack, "check")
 
-    assert cached.exit_code == ExitCode.UPDATES_PENDING, cached.stderr
+    assert cached.exit_code == ExitCode.OK, cached.stderr
     assert [call[0] for call in stack.calls()] == ["skopeo"]
+
+
+def test_check_never_reports_a_cached_change_without_looking_it_up_again(stack):
+    # The cache may only say "unchanged": a stale answer (tag moved on since) must not show as pending.
+    env_file = stack.service("web", WEB_ENV)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    assert invoke(stack, "check").exit_code == ExitCode.UPDATES_PENDING
+    env_file.write_text(WEB_ENV + f"SERVICE_WEB_IMAGE_HASHED={PIN_B}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+
+    result = invoke(stack, "check")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    assert [call[0] for call in stack.calls()] == ["skopeo", "skopeo"]
+
+
+@pytest.mark.parametrize("command", ["check", "update"])
+def test_refresh_looks_up_what_the_cache_calls_current_and_saves_the_answer(stack, command):
+    env_file = stack.service("web", WEB_ENV + f"SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    assert invoke(stack, "check").exit_code == ExitCode.OK
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+    assert invoke(stack, "check").exit_code == ExitCode.OK  # the cache, unchanged
+    if command == "update":
+        stack.full_update("web")
+
+    result = invoke(stack, command, "--refresh", service_snapshot="false", prune_images="false")
+
+    assert result.exit_code == (ExitCode.UPDATES_PENDING if command == "check" else ExitCode.OK), result.output
+    assert [call[0] for call in stack.calls()].count("skopeo") == 2
+    cache = json.loads(Path(stack.env["CIPUG_CACHE_LOCATION"]).read_text())
+    assert cache["nginx:latest"]["digest"] == DIGEST_B
+    assert (PIN_B in env_file.read_text()) == (command == "update")
 
 
 # check-snapshots, config
@@ -266,7 +312,8 @@ def test_rollback_answered_no_or_not_at_all_changes_nothing(web, terminal, answe
 
     assert result.exit_code == 0, result.output
     assert "cancelled: nothing was changed" in result.stdout
-    assert web.env_file.read_text() == ENV_B and web.calls() == ["snapper --jsonout list-configs"]
+    assert web.env_file.read_text() == ENV_B
+    assert web.calls() == ["snapper --jsonout list-configs", "snapper --jsonout -c web-snap list"]
     assert [item.outcome for item in web.stack.history()] == ["updated"]
 
 
@@ -277,7 +324,8 @@ def test_rollback_without_terminal_or_yes_refuses(web):
 
     assert_one_line_error(result, ExitCode.USAGE, "stdin is no terminal: add --yes")
     assert "steps: stop it" in result.stdout
-    assert web.env_file.read_text() == ENV_B and web.calls() == ["snapper --jsonout list-configs"]
+    assert web.env_file.read_text() == ENV_B
+    assert web.calls() == ["snapper --jsonout list-configs", "snapper --jsonout -c web-snap list"]
 
 
 def test_rollback_yes_does_not_ask(web):
@@ -306,7 +354,7 @@ def test_rollback_errors_are_one_line(web):
     web.env_file.write_text(ENV_A.replace(PIN_A, PIN_B))
     web.add_history(record(None, PIN_A, snapshot=13, time="2026-03-01T00:00:00+00:00"))
 
-    assert_one_line_error(invoke(web.stack, "rollback", "web", "--image-only", "-y"), ExitCode.USAGE,
+    assert_one_line_error(invoke(web.stack, "rollback", "web", "--image-only", "-y"), ExitCode.ROLLBACK_REFUSED,
                           "pinned for the first time")
     assert_one_line_error(invoke(web.stack, "rollback", "nosuch", "-y"), ExitCode.DIRECTORY_NOT_FOUND, "nosuch")
 

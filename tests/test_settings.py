@@ -26,9 +26,16 @@ def error_of(tmp_path: Path, env: dict[str, str] | None = None, file: object = N
     return caught.value
 
 
-def test_defaults_match_the_documented_table(tmp_path):
+@pytest.fixture
+def euid(monkeypatch):
+    """euid(n): run as user n, as far as the settings' defaults can tell."""
+    return lambda uid: monkeypatch.setattr(os, "geteuid", lambda: uid)
+
+
+def test_defaults_match_the_documented_table(tmp_path, euid):
+    euid(1000)
     settings = load(tmp_path)
-    assert settings.compose_file_name == "compose.yml"
+    assert settings.compose_file_name == ""
     assert settings.env_file_name == ".env"
     assert settings.compose_tool == ("podman-compose",)
     assert settings.container_tool == ("podman",)
@@ -56,13 +63,35 @@ def test_paths_are_absolute_pathlib_paths(tmp_path):
         assert isinstance(path, Path) and path.is_absolute()
 
 
-def test_systemd_and_xdg_directories_place_cache_and_history(tmp_path):
-    settings = load(tmp_path, {**BASE, "CACHE_DIRECTORY": "/var/cache/cipug:/other", "STATE_DIRECTORY": "/var/lib/cipug"})
-    assert settings.cache_location == Path("/var/cache/cipug/cache.json")
-    assert settings.history_file == Path("/var/lib/cipug/history.jsonl")
+@pytest.mark.parametrize("uid", [0, 1000])
+def test_systemd_and_xdg_directories_place_cache_and_history(tmp_path, euid, uid):
+    euid(uid)
+    settings = load(tmp_path, {**BASE, "CACHE_DIRECTORY": "/c/cipug:/other", "STATE_DIRECTORY": "/s/cipug"})
+    assert settings.cache_location == Path("/c/cipug/cache.json")
+    assert settings.history_file == Path("/s/cipug/history.jsonl")
+    euid(1000)
     settings = load(tmp_path, {**BASE, "XDG_CACHE_HOME": "/x/cache", "XDG_STATE_HOME": "/x/state"})
     assert settings.cache_location == Path("/x/cache/cipug/cache.json")
     assert settings.history_file == Path("/x/state/cipug/history.jsonl")
+
+
+def test_root_without_systemd_directories_uses_the_system_folders_whatever_xdg_says(tmp_path, euid):
+    # A root shell and the timer (StateDirectory=/CacheDirectory=cipug) must share one history.
+    euid(0)
+    for env in (BASE, {**BASE, "XDG_CACHE_HOME": "/x/cache", "XDG_STATE_HOME": "/x/state"}):
+        settings = load(tmp_path, env)
+        assert settings.cache_location == Path("/var/cache/cipug/cache.json")
+        assert settings.history_file == Path("/var/lib/cipug/history.jsonl")
+
+
+@pytest.mark.parametrize("value, expected", [("", ""), ("docker-compose.yml", "docker-compose.yml")])
+def test_compose_file_name_may_be_empty_for_composes_own_names(tmp_path, value, expected):
+    assert load(tmp_path, {**BASE, "CIPUG_COMPOSE_FILE_NAME": value}).compose_file_name == expected
+
+
+def test_compose_file_name_with_a_slash_says_empty_is_accepted_too(tmp_path):
+    error = error_of(tmp_path, {**BASE, "CIPUG_COMPOSE_FILE_NAME": "a/compose.yml"})
+    assert error.code == ExitCode.INVALID_VALUE and "a plain file name without '/', or empty" in error.message
 
 
 def test_environment_wins_over_file_and_file_over_default(tmp_path):

@@ -31,9 +31,12 @@ def check_json(plan: ServicePlan) -> dict[str, object]:
     }
 
 
-def run_check(settings: Settings, log: Log, *, json_output: bool = False) -> ExitCode:
-    """Report pending updates; 0 when every image is current, 1 when some are pending, else the error."""
-    plans = plan_services(settings, select_services(settings, log), log)
+def run_check(settings: Settings, log: Log, *, json_output: bool = False, refresh: bool = False) -> ExitCode:
+    """Report pending updates; 0 when every image is current, 1 when some are pending, else the error.
+
+    `refresh` asks the registries even where the cache says an image is current.
+    """
+    plans = plan_services(settings, select_services(settings, log), log, refresh=refresh)
     if json_output:
         for plan in plans:
             if plan.error is not None:

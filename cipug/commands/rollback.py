@@ -10,6 +10,7 @@ before changing anything, and records what it did in history.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -57,14 +58,15 @@ def previous_pins(update: Sequence[history.Record], entries: Sequence[ImageEntry
         if entry is None:
             raise CipugError(f"{record.entry}, changed by the update at {record.time}, belongs to no *_IMAGE_TAGGED "
                              "entry in .env any more; roll back the whole folder instead (without --image-only)",
-                             ExitCode.USAGE)
+                             ExitCode.ROLLBACK_REFUSED)
         if record.old is None:
             raise CipugError(f"{record.entry} was pinned for the first time by the update at {record.time}: there "
                              "is no earlier pin to put back; roll back the whole folder instead (without --image-only)",
-                             ExitCode.USAGE)
+                             ExitCode.ROLLBACK_REFUSED)
         name, _, digest = record.old.rpartition("@")
         if not name or not is_valid_digest(digest):
-            raise CipugError(f"history holds no valid earlier pin for {record.entry}: {record.old!r}", ExitCode.USAGE)
+            raise CipugError(f"history holds no valid earlier pin for {record.entry}: {record.old!r}",
+                             ExitCode.ROLLBACK_REFUSED)
         if entry.current != record.old:
             changes.append(Change(entry, Resolution(name, digest)))
     return changes
@@ -116,7 +118,8 @@ def _image_transaction(settings: Settings, log: Log, service: Service, update: l
                        number: int | None) -> Transaction | None:
     if not update:
         which = f"that took snapshot {number}" if number is not None else "to roll back"
-        raise CipugError(f"{service.name}: history ({settings.history_file}) has no update {which}", ExitCode.USAGE)
+        raise CipugError(f"{service.name}: history ({settings.history_file}) has no update {which}",
+                         ExitCode.ROLLBACK_REFUSED)
     plan = read_plan(service)
     if plan.error is not None:
         raise plan.error
@@ -137,15 +140,25 @@ def _folder_transaction(settings: Settings, log: Log, service: Service, update: 
     if number is None:
         if not update:
             raise CipugError(f"{service.name}: history ({settings.history_file}) has no update to roll back; name a "
-                             f"snapshot with --snapshot N (see `snapper -c {snapper_config} list`)", ExitCode.USAGE)
+                             f"snapshot with --snapshot N (see `snapper -c {snapper_config} list`)",
+                             ExitCode.ROLLBACK_REFUSED)
         number = update[0].snapshot
         if number is None:
             raise CipugError(f"{service.name}: the update at {update[0].time} took no snapshot (SERVICE_SNAPSHOT was "
-                             "off); use --image-only, or name a snapshot with --snapshot N", ExitCode.USAGE)
+                             "off); use --image-only, or name a snapshot with --snapshot N", ExitCode.ROLLBACK_REFUSED)
     if update and update[0].snapper_config not in (None, snapper_config):
         raise CipugError(f"{service.name}: snapshot {number} was taken with snapper config {update[0].snapper_config}, "
                          f"but {service.folder} now has config {snapper_config}; name one of its snapshots with "
-                         "--snapshot N", ExitCode.USAGE)
+                         "--snapshot N", ExitCode.ROLLBACK_REFUSED)
+    # The rollback stops the service before it restores anything: what would make the restore
+    # fail is checked first, so a rollback that cannot be done costs no downtime.
+    if number not in snapper.snapshot_numbers(snapper_config):
+        raise CipugError(f"{service.name}: snapper config {snapper_config} has no snapshot {number} (see `snapper -c "
+                         f"{snapper_config} list`); nothing was changed", ExitCode.ROLLBACK_REFUSED)
+    if not os.access(service.folder, os.W_OK):
+        # Also for root: a read-only btrfs subvolume or file system refuses writes to everyone.
+        raise CipugError(f"{service.name}: {service.folder} cannot be written, so it cannot be restored; nothing was "
+                         "changed", ExitCode.ROLLBACK_REFUSED)
     # Read leniently: a broken .env is one more reason to roll back, not a reason to refuse.
     plan: ServicePlan = read_plan(service)
     taken = f", taken before the update at {update[0].time}" if update else ""

@@ -105,6 +105,18 @@ def age_hours(taken: datetime, now: float) -> float:
     return (now - taken.timestamp()) / 3600
 
 
+def format_age(age: float, max_hours: float) -> str:
+    """`age` with the fewest decimals (at least one) at which it still compares with the max as it really does.
+
+    Rounded to one decimal, 0.0004 h over a max of 0.0001 h would read "0.0 h, more than the max".
+    """
+    for decimals in range(1, 16):
+        text = f"{age:.{decimals}f}"
+        if (float(text) > max_hours) == (age > max_hours):
+            return text
+    return repr(age)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether a service's newest snapshot is recent enough, its age in hours (None: no snapshot), the line to print."""
@@ -119,10 +131,11 @@ def judge(service: str, kind: str, folder: Path, newest: Snapshot | None, max_ho
     if newest is None:
         return Verdict(False, None, f"{service}: no {kind} snapshot in {folder} (max age {max_hours:g} h)")
     age = age_hours(newest.taken, now)
+    shown = format_age(age, max_hours)
     if age > max_hours:
-        return Verdict(False, age, f"{service}: newest {kind} snapshot {newest.label} in {folder} is {age:.1f} h old,"
+        return Verdict(False, age, f"{service}: newest {kind} snapshot {newest.label} in {folder} is {shown} h old,"
                                    f" more than the max {max_hours:g} h")
-    return Verdict(True, age, f"{service}: newest {kind} snapshot {newest.label} is {age:.1f} h old "
+    return Verdict(True, age, f"{service}: newest {kind} snapshot {newest.label} is {shown} h old "
                               f"(max {max_hours:g} h)")
 
 

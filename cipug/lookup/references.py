@@ -38,6 +38,8 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
 _TAG = re.compile(r"\w[\w.-]{0,127}", re.ASCII)
 _IDENTIFIER = re.compile(r"[a-f0-9]{64}")
+# `docker://`, `https://`: a transport or URL prefix, which skopeo and docker would read as part of the name.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # containers/image limits the whole name, domain included.
 _NAME_MAX = 255
 
@@ -69,6 +71,9 @@ def parse_reference(text: str) -> Reference:
     """
     if not text:
         raise ValueError("the reference is empty")
+    scheme = _SCHEME.match(text)
+    if scheme:
+        raise ValueError(f"it starts with {scheme.group()!r}: write the reference without a transport or URL prefix")
     if _IDENTIFIER.fullmatch(text):
         raise ValueError("a bare 64-character hex string is an image ID, not a repository name")
     remainder, at, digest = text.partition("@")

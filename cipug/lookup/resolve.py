@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 
 from ..errors import CipugError
 from ..log import Log
@@ -29,21 +29,27 @@ def make_resolver(settings: Settings, log: Log) -> Resolver:
     return resolver.resolve
 
 
-def resolve_all(references: Iterable[str], settings: Settings, log: Log) -> dict[str, Resolution | CipugError]:
-    """Resolve each unique reference once: from the cache, else `RESOLVE_WORKERS` at a time.
+def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, log: Log, *,
+                refresh: bool = False) -> dict[str, Resolution | CipugError]:
+    """Resolve each reference of `pins` (reference -> the pins its entries hold now) once.
 
-    Failures are returned, not raised. The resolver (and its tools) is needed only when the cache
-    cannot answer everything; the cache is saved once, at the end.
+    A cached answer is taken only when it says every one of those pins is current: an answer that
+    would change a pin is looked up again, as an older cache (another user's, another
+    CACHE_LOCATION) must never move a pin back. `refresh` skips the cache, and saves what it
+    finds. The rest runs `RESOLVE_WORKERS` at a time; the resolver (and its tools) is needed only
+    when something must be looked up. Failures are returned, not raised.
     """
     cache = ResolutionCache.load(settings.cache_location, settings.cache_duration, log, time.time())
     results: dict[str, Resolution | CipugError] = {}
     pending: list[str] = []
-    for reference in dict.fromkeys(references):
-        cached = cache.get(reference)
-        if cached is not None:
+    for reference, current in pins.items():
+        cached = None if refresh else cache.get(reference)
+        if cached is not None and all(pin == cached.pinned for pin in current):
             log.debug(f"{reference}: {cached.digest} (cached)")
             results[reference] = cached
         else:
+            if cached is not None:
+                log.verbose(f"{reference}: the cache says {cached.pinned}, which is not the pin: looking it up again")
             pending.append(reference)
     if pending:
         results |= _look_up(pending, make_resolver(settings, log), settings.resolve_workers, log)

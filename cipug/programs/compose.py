@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,28 @@ from .process import Runner, describe
 WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 
 
+# Seconds between polls while waiting for a service.
+POLL_SECONDS = 1
+# podman's HEALTHCHECK interval where the image and compose file set none.
+PODMAN_CHECK_INTERVAL = 30.0
+
+
+def status(container: dict[str, Any]) -> str:
+    return str((container.get("State") or {}).get("Status", "unknown"))
+
+
+def health(container: dict[str, Any]) -> str:
+    """The container's health (`starting`, `healthy`, `unhealthy`), "" without a health check."""
+    state = container.get("State") or {}
+    return str((state.get("Health") or state.get("Healthcheck") or {}).get("Status") or "")
+
+
+def check_interval(container: dict[str, Any]) -> float:
+    """Seconds between the container's health checks (inspect's Config.Healthcheck.Interval, in nanoseconds)."""
+    interval = ((container.get("Config") or {}).get("Healthcheck") or {}).get("Interval")
+    return interval / 1e9 if isinstance(interval, int) and interval > 0 else PODMAN_CHECK_INTERVAL
+
+
 def container_problems(containers: list[dict[str, Any]]) -> list[str]:
     """Why containers from `inspect` are not up: not running, or not healthy where checked."""
     if not containers:
@@ -25,13 +48,10 @@ def container_problems(containers: list[dict[str, Any]]) -> list[str]:
     problems = []
     for container in containers:
         name = str(container.get("Name") or container.get("Id", "?")[:12]).lstrip("/")
-        state = container.get("State") or {}
-        status = state.get("Status", "unknown")
-        health = (state.get("Health") or state.get("Healthcheck") or {}).get("Status") or ""
-        if status != "running":
-            problems.append(f"{name} is {status}")
-        elif health and health != "healthy":
-            problems.append(f"{name} is {health}")
+        if status(container) != "running":
+            problems.append(f"{name} is {status(container)}")
+        elif health(container) not in ("", "healthy"):
+            problems.append(f"{name} is {health(container)}")
     return problems
 
 
@@ -42,7 +62,8 @@ def systemd_unit(compose: tuple[str, ...], service: str) -> str:
 
 
 class ServiceControl:
-    """Checks, pulls, stops, starts and watches a service with the configured tools."""
+    """Checks, pulls, stops, starts and watches a service with the configured tools. Errors do not
+    name the service: the transaction whose step failed does."""
 
     def __init__(self, settings: Settings, runner: Runner, *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -59,17 +80,16 @@ class ServiceControl:
 
     def check(self, service: Service) -> None:
         self.runner.output(self.compose(service, "ps"), ExitCode.COMPOSE_UNUSABLE,
-                           f"{service.name}: the compose tool does not work here", cwd=service.folder)
+                           "the compose tool does not work here", cwd=service.folder)
 
     def pull(self, service: Service, references: list[str]) -> None:
         """Pull, then make sure every new image is really there: podman-compose 1.0 exits 0
         even when its `podman pull` failed."""
-        self.runner.output(self.compose(service, "pull"), ExitCode.PULL_FAILED, f"{service.name}: pull failed",
-                           cwd=service.folder)
+        self.runner.output(self.compose(service, "pull"), ExitCode.PULL_FAILED, "pull failed", cwd=service.folder)
         missing = [reference for reference in references
                    if self.runner.run([*self.settings.container_tool, "image", "inspect", reference]).returncode != 0]
         if missing:
-            raise CipugError(f"{service.name}: pull failed: {', '.join(missing)} not present after "
+            raise CipugError(f"pull failed: {', '.join(missing)} not present after "
                              f"`{describe(self.compose(service, 'pull'))}`", ExitCode.PULL_FAILED)
 
     def restart(self, service: Service) -> None:
@@ -78,17 +98,17 @@ class ServiceControl:
             self.start(service)
         else:
             self.runner.output(self._systemctl("restart", service), ExitCode.RESTART_FAILED,
-                               f"{service.name}: restart failed")
+                               "restart failed")
 
     def stop(self, service: Service) -> None:
         argv = (self.compose(service, "down") if self.settings.stop_start_method == "compose"
                 else self._systemctl("stop", service))
-        self.runner.output(argv, ExitCode.RESTART_FAILED, f"{service.name}: stopping failed", cwd=service.folder)
+        self.runner.output(argv, ExitCode.RESTART_FAILED, "stopping failed", cwd=service.folder)
 
     def start(self, service: Service) -> None:
         argv = (self.compose(service, "up", "-d") if self.settings.stop_start_method == "compose"
                 else self._systemctl("start", service))
-        self.runner.output(argv, ExitCode.RESTART_FAILED, f"{service.name}: starting failed", cwd=service.folder)
+        self.runner.output(argv, ExitCode.RESTART_FAILED, "starting failed", cwd=service.folder)
 
     def _systemctl(self, verb: str, service: Service) -> list[str]:
         user = ["--user"] if self.settings.stop_start_method == "systemd-user" else []
@@ -98,7 +118,7 @@ class ServiceControl:
         tool = list(self.settings.container_tool)
         label = f"label={WORKING_DIR_LABEL}={service.folder.resolve()}"
         ids = self.runner.output([*tool, "ps", "-a", "-q", "--filter", label], ExitCode.RESTART_FAILED,
-                                  f"{service.name}: listing containers failed").split()
+                                  "listing containers failed").split()
         if not ids:
             return []
         result = self.runner.run([*tool, "inspect", *ids])
@@ -110,17 +130,42 @@ class ServiceControl:
 
     def wait_until_up(self, service: Service, timeout: float) -> list[str]:
         """Poll until every container runs (and is healthy where checked) twice in a row, a second
-        apart, so one that exits at once is caught; the problems left at the timeout, else []."""
+        apart, so one that exits at once is caught; the problems left at the timeout, else [].
+        With podman, the health checks that are due are run in between."""
         deadline = self.clock() + timeout
         good_polls = 0
+        checks_due: dict[str, float] = {}
         while True:
-            problems = container_problems(self.containers(service))
+            containers = self.containers(service)
+            problems = container_problems(containers)
             good_polls = 0 if problems else good_polls + 1
             if good_polls == 2:
                 return []
             if self.clock() >= deadline:
                 return problems or ["not up long enough to be trusted"]
-            self.sleep(1)
+            self._run_health_checks(containers, checks_due, deadline)
+            self.sleep(POLL_SECONDS)
+
+    def _run_health_checks(self, containers: list[dict[str, Any]], due: dict[str, float], deadline: float) -> None:
+        """Run the health checks of podman containers still `starting` whose interval is up (`due`: container
+        id -> when). podman runs them from systemd timers; without systemd they never run, and every
+        container with a check stays `starting`. Docker runs its own."""
+        if os.path.basename(self.settings.container_tool[0]) != "podman":
+            return
+        for container in containers:
+            if status(container) != "running" or health(container) != "starting":
+                continue
+            now = self.clock()
+            # An interval longer than the time left is cut short: the check's answer still needs two polls.
+            wait = min(check_interval(container), max(deadline - now - 2 * POLL_SECONDS, 0))
+            identifier = str(container.get("Id"))
+            if now >= due.setdefault(identifier, now + wait):
+                try:
+                    self.runner.run([*self.settings.container_tool, "healthcheck", "run", identifier],
+                                    timeout=max(deadline - now, POLL_SECONDS))
+                except subprocess.TimeoutExpired:
+                    pass  # still `starting`: the wait's own deadline ends it
+                due[identifier] = now + wait
 
     def prune_images(self) -> str | None:
         """Prune unused images; a failure is only worth a warning, so it is returned, not raised."""

@@ -40,6 +40,16 @@ class Snapper:
                 ExitCode.SNAPSHOT_FAILED,
             ) from None
 
+    def snapshot_numbers(self, config: str) -> set[int]:
+        """The numbers of the config's snapshots, without 0 (snapper's name for the live folder)."""
+        stdout = self.runner.output([*self.snapper, "--jsonout", "-c", config, "list"], ExitCode.SNAPSHOT_FAILED,
+                                    f"listing the snapshots of snapper config {config} failed")
+        try:
+            return {int(entry["number"]) for entry in json.loads(stdout)[config]} - {0}
+        except (ValueError, KeyError, TypeError):
+            raise CipugError(f"snapper list of config {config} printed output cipug cannot read",
+                             ExitCode.SNAPSHOT_FAILED) from None
+
     def create(self, config: str, description: str) -> int:
         """Take a snapshot; its number. `number` cleanup lets snapper expire old pre-update snapshots."""
         stdout = self.runner.output(

@@ -3,6 +3,7 @@ with snapper, the compose tool and podman faked by pytest-subprocess (the Stack 
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -17,10 +18,21 @@ from cipug.commands.rollback import last_update, previous_pins, roll_back
 from cipug.transaction import folder_records
 from cipug.files.lock import run_lock
 
+SNAPSHOTS = "snapper --jsonout -c web-snap list"
+
+
+def snapper_list(stack, *numbers: int) -> None:
+    """`snapper --jsonout -c web-snap list` with these snapshots besides 0, the live folder."""
+    listing = {"web-snap": [{"number": number, "description": "current" if number == 0 else "cipug web"}
+                            for number in (0, *numbers)]}
+    stack.fp.register(SNAPSHOTS.split(), stdout=json.dumps(listing), occurrences=5)
+
+
 @pytest.fixture
 def web(stack):
     rollback = Rollback(stack)
     rollback.add_history(record())
+    snapper_list(stack, 5, 12)
     return rollback
 
 
@@ -60,7 +72,7 @@ def test_previous_pins_puts_back_what_the_update_replaced_and_skips_pins_in_plac
 def test_previous_pins_refuses_what_it_cannot_put_back(update, entries, message):
     with pytest.raises(CipugError) as raised:
         previous_pins(update, entries)
-    assert raised.value.code == ExitCode.USAGE and message in raised.value.message
+    assert raised.value.code == ExitCode.ROLLBACK_REFUSED and message in raised.value.message
 
 
 def test_folder_records_have_each_images_pin_before_and_after():
@@ -89,6 +101,7 @@ def test_folder_rollback_stops_snapshots_restores_pulls_and_starts(web):
 
     assert web.calls() == [
         "snapper --jsonout list-configs",
+        SNAPSHOTS,
         "podman-compose -f compose.yml down",
         "snapper -c web-snap create --cleanup-algorithm number --description cipug rollback web: before "
         "undochange 12..0 --print-number",
@@ -115,7 +128,7 @@ def test_declined_rollback_changes_nothing_and_records_nothing(web):
 
     assert web.run() == ExitCode.OK
 
-    assert web.calls() == ["snapper --jsonout list-configs"]
+    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS]
     assert web.env_file.read_text() == ENV_B and web.last_records() == []
     assert "cancelled: nothing was changed" in web.stack.out.getvalue()
 
@@ -166,8 +179,35 @@ def test_folder_rollback_refuses_without_a_snapshot_to_go_back_to(stack, records
     with pytest.raises(CipugError) as raised:
         rollback.run()
 
-    assert raised.value.code == ExitCode.USAGE and message in raised.value.message
+    assert raised.value.code == ExitCode.ROLLBACK_REFUSED and message in raised.value.message
     assert rollback.calls() == ["snapper --jsonout list-configs"] and rollback.questions == []
+
+
+@pytest.mark.parametrize("number", [999, 0], ids=["not in the config", "0, the live folder"])
+def test_a_snapshot_that_is_not_there_is_refused_before_anything_stops(web, number):
+    web.snapper()
+
+    with pytest.raises(CipugError) as raised:
+        web.run(snapshot=number)
+
+    assert raised.value.code == ExitCode.ROLLBACK_REFUSED
+    assert raised.value.message == (f"web: snapper config web-snap has no snapshot {number} (see `snapper -c web-snap "
+                                    "list`); nothing was changed")
+    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS]
+    assert web.questions == [] and web.last_records() == [] and web.env_file.read_text() == ENV_B
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_anything_stops(web, monkeypatch):
+    # What a read-only btrfs subvolume says even to root; undochange would fail only after the stop.
+    folder = str(web.env_file.parent)
+    monkeypatch.setattr(os, "access", lambda path, mode: not (str(path) == folder and mode == os.W_OK))
+    web.snapper()
+
+    with pytest.raises(CipugError) as raised:
+        web.run()
+
+    assert raised.value.code == ExitCode.ROLLBACK_REFUSED and "cannot be written" in raised.value.message
+    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS] and web.questions == []
 
 
 def test_failed_undochange_starts_the_service_again(web):
@@ -193,7 +233,7 @@ def test_failed_stop_changes_nothing_and_starts_what_it_may_have_stopped(web):
 
     assert web.run() == ExitCode.RESTART_FAILED
 
-    assert web.calls() == ["snapper --jsonout list-configs", "podman-compose -f compose.yml down",
+    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS, "podman-compose -f compose.yml down",
                            "podman-compose -f compose.yml up -d"]
     assert web.env_file.read_text() == ENV_B
     assert "stopping failed" in web.stack.err.getvalue() and "it was started again" in web.stack.err.getvalue()
@@ -221,7 +261,7 @@ def test_systemd_method_stops_and_starts_the_unit(web):
         web.stack.fp.register(["systemctl", action, "podman-compose@web.service"])
 
     assert web.run(stop_start_method="systemd-system", service_pull="false") == ExitCode.OK
-    assert web.calls()[1] == "systemctl stop podman-compose@web.service"
+    assert web.calls()[2] == "systemctl stop podman-compose@web.service"
     assert web.calls()[-1] == "systemctl start podman-compose@web.service"
 
 
@@ -306,7 +346,8 @@ def test_image_only_refuses_and_leaves_env_alone(stack, records, snapshot, messa
     with pytest.raises(CipugError) as raised:
         rollback.run(image_only=True, snapshot=snapshot)
 
-    assert raised.value.code == ExitCode.USAGE and message in raised.value.message
+    # Not a bad command line: the command was right, history has nothing it could put back.
+    assert raised.value.code == ExitCode.ROLLBACK_REFUSED == 3 and message in raised.value.message
     assert rollback.env_file.read_text() == ENV_B and rollback.calls() == []
 
 

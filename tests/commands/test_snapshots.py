@@ -202,6 +202,20 @@ def test_age_equal_to_max_is_fresh() -> None:
     assert judge("nextcloud", "snapper", Path("/srv/nextcloud/.snapshots"), None, 1.5, NOW).age is None
 
 
+@pytest.mark.parametrize("age_seconds, max_hours, shown", [
+    (1.44, 0.0001, "0.0004"),  # rounded to 0.0 it would read "0.0 h old, more than the max 0.0001 h"
+    (0.36, 0.0001, "0.0"),  # fresh: one decimal already reads true
+    (1.5 * 3600 + 1.44, 1.5, "1.5004"),
+    (1.46 * 3600, 1.5, "1.5"),  # fresh, and 1.5 is no more than the max
+    (60 * 3600, 36, "60.0"),
+])
+def test_an_age_reads_as_it_compares_with_the_max(age_seconds, max_hours, shown) -> None:
+    snapshot = Snapshot("5", datetime.fromtimestamp(NOW - age_seconds, UTC))
+    verdict = judge("web", "snapper", Path("/srv/web/.snapshots"), snapshot, max_hours, NOW)
+    assert f" is {shown} h old" in verdict.line
+    assert verdict.fresh == (float(shown) <= max_hours)
+
+
 # --- snapper, end to end -----------------------------------------------------------------------
 
 

@@ -100,7 +100,8 @@ def test_pull_failure_puts_the_old_env_back_and_keeps_old_containers(stack):
 
     assert env_file.read_text() == WEB_ENV
     assert not any(call[-1] in ("down", "-d") for call in stack.calls())
-    assert "pull failed" in stack.err.getvalue() and "old .env was put back" in stack.err.getvalue()
+    assert stack.err.getvalue() == ("cipug: error: web: pull failed: `podman-compose -f compose.yml pull` exited 1: "
+                                    "compose said no; the old pins were put back in .env\n")
     assert [record.outcome for record in stack.history()] == ["failed"]
 
 
@@ -117,8 +118,11 @@ def test_pull_that_exits_0_without_bringing_the_image_counts_as_failed(stack):
     assert not any(call[-1] in ("down", "-d") for call in stack.calls())
 
 
+PINNED_B = WEB_ENV + f"SERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_B}\n"
+
+
 def test_restart_failure_rolls_back_to_the_old_images(stack):
-    env_file = stack.service("web", WEB_ENV)
+    env_file = stack.service("web", PINNED_B)
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
     stack.compose("web", "ps")
     stack.compose("web", "pull")
@@ -129,11 +133,28 @@ def test_restart_failure_rolls_back_to_the_old_images(stack):
 
     assert stack.run(service_snapshot="false", prune_images="false") == ExitCode.RESTART_FAILED
 
-    assert env_file.read_text() == WEB_ENV
+    assert env_file.read_text() == PINNED_B
     # The first start saw the new pin, the second (the rollback) the old .env again.
-    assert "HASHED" in seen_env[0] and seen_env[1] == WEB_ENV
+    assert DIGEST_A in seen_env[0] and seen_env[1] == PINNED_B
     assert [record.outcome for record in stack.history()] == ["rolled back"]
     assert "rolled back to the old images" in stack.err.getvalue()
+
+
+def test_a_first_pin_that_does_not_start_is_not_called_rolled_back(stack):
+    env_file = stack.service("web", WEB_ENV)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    for step in (("ps",), ("pull",)):
+        stack.compose("web", *step)
+    stack.compose("web", "down", occurrences=2)
+    stack.compose("web", "up", "-d", returncode=1)
+
+    assert stack.run(service_snapshot="false", prune_images="false") == ExitCode.RESTART_FAILED
+
+    # No earlier pin: nothing to roll back to, so the service is stopped, and history says it failed.
+    assert env_file.read_text() == WEB_ENV
+    assert [call[-1] for call in stack.calls()][-2:] == ["-d", "down"]
+    assert [record.outcome for record in stack.history()] == ["failed"]
+    assert "SERVICE_WEB_IMAGE_HASHED had no earlier pin to go back to: the service was stopped" in stack.err.getvalue()
 
 
 def test_restart_failure_without_auto_rollback_restores_env_but_does_not_restart(stack):
@@ -152,7 +173,7 @@ def test_restart_failure_without_auto_rollback_restores_env_but_does_not_restart
 
 
 def test_service_that_does_not_come_up_is_rolled_back(stack):
-    env_file = stack.service("web", WEB_ENV)
+    env_file = stack.service("web", PINNED_B)
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
     for step in (("ps",), ("pull",)):
         stack.compose("web", *step)
@@ -166,7 +187,7 @@ def test_service_that_does_not_come_up_is_rolled_back(stack):
 
     assert code == ExitCode.RESTART_FAILED
     assert stack.time.slept == [1] * 5
-    assert env_file.read_text() == WEB_ENV
+    assert env_file.read_text() == PINNED_B
     assert "web_app_0 is exited" in stack.err.getvalue()
     assert [record.outcome for record in stack.history()] == ["rolled back"]
 
@@ -398,8 +419,7 @@ def test_sigterm_during_pull_puts_the_old_env_back_and_stops(stack):
 
 def test_second_run_while_one_holds_the_lock_exits_11(stack):
     stack.service("web", WEB_ENV)
-    lock_path = Path(stack.env["CIPUG_CACHE_LOCATION"]).parent / "cipug.lock"
-    lock_path.parent.mkdir(parents=True)
+    lock_path = stack.root / ".cipug.lock"
     stack.fp.allow_unregistered(True)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl,sys,time; f=open(sys.argv[1],'a'); fcntl.flock(f, fcntl.LOCK_EX);"

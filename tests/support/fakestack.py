@@ -157,8 +157,11 @@ class Rollback:
                          sleep=self.stack.time.sleep, clock=self.stack.time.clock)
 
     def snapper(self, safety: int = 15) -> None:
-        """list-configs, and the snapshot taken before the folder is restored."""
+        """list-configs, the config's snapshots 5 and 12, and the snapshot taken before the folder is restored."""
         self.stack.snapper({"web-snap": "web"}, number=safety)
+        listing = {"web-snap": [{"number": number} for number in (0, 5, 12)]}
+        self.stack.fp.register(["snapper", "--jsonout", "-c", "web-snap", "list"], stdout=json.dumps(listing),
+                               occurrences=5)
 
     def undochange(self, number: int = 12, returncode: int = 0, restored: str = ENV_A) -> None:
         def restore(process) -> None:
