@@ -35,6 +35,7 @@ _KINDS = (
     (re.compile(r"/v2/.+/manifests/[^/]+"), "manifest"),
     (re.compile(r"/v2/.+/blobs/[^/]+"), "blob"),
     (re.compile(r"/v2/.+/tags/list"), "tags"),
+    (re.compile(r"/token"), "token"),
 )
 
 

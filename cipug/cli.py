@@ -1,5 +1,5 @@
 """The optional command line (`pip install 'cipug[cli]'`): update, check, check-snapshots, config,
-history and rollback.
+history, rollback, hold, release and adopt.
 
 Only cipug.main imports this, for a subcommand: the timer's argument-free run never loads Typer.
 Each command returns its exit code; a CipugError becomes one line on stderr and its code.
@@ -15,9 +15,12 @@ from typing import Annotated, ParamSpec
 
 import typer
 
+from .commands.adopt import adopt as adopt_services
 from .commands.check import run_check
 from .commands.config import run_config
 from .commands.history import run_history
+from .commands.hold import hold as hold_service
+from .commands.hold import release as release_service
 from .commands.rollback import roll_back
 from .commands.snapshots import check_snapshots as check_all
 from .commands.update import run_update
@@ -94,9 +97,11 @@ def check(json_output: JsonOption = False, refresh: RefreshOption = False) -> Ex
     """Report which services have updates, changing nothing.
 
     Exit 0 when every image is current, 1 when updates are pending, an error code (10 and up)
-    when a service could not be checked: fit for monitoring. --json prints a list with one
-    object per service: service, status (current, pending, error), error, and entries with
-    entry, tagged, current and available references and pending.
+    when a service could not be checked: fit for monitoring. Held services, digests that failed
+    before and digests not due yet (UPDATE_MIN_AGE) are shown but are not pending. --json prints
+    a list with one object per service: service, status (current, pending, held, error), held,
+    error, and entries with entry, tagged, current and available references, pending, and
+    skipped (reason, detail, due) for a change the next run leaves alone.
 
     \b
     Examples:
@@ -191,6 +196,9 @@ def rollback(
         "--image-only", help="only write back the image pins from before the last update (from history) and "
                              "restart, leaving data as it is")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    hold: Annotated[bool, typer.Option(
+        "--hold/--no-hold", help="afterwards hold the service, so update runs leave it alone until `cipug release "
+                                 "SERVICE` (the default)")] = True,
 ) -> ExitCode:
     """Roll a service back to before its last update.
 
@@ -202,9 +210,10 @@ def rollback(
     --image-only instead writes back the pins the last update replaced and restarts, like an update
     does; it refuses when an image had no pin before (its first pin), as there is nothing to go back
     to. Shows what it will do and asks first, unless --yes; without a terminal and without --yes it
-    refuses (exit 2). Recorded in history as "rolled back". The next update run moves the service
-    forward again while its tags point to the newer images: to keep it back, add it to
-    SERVICES_FILTER_EXCLUDE.
+    refuses (exit 2). Recorded in history as "rolled back". Afterwards the service is held (the
+    hold names the digests rolled back from): update runs check it but change nothing until
+    `cipug release SERVICE`. With --no-hold the next update run moves it forward again while its
+    tags point to the newer images.
 
     \b
     Examples:
@@ -213,8 +222,85 @@ def rollback(
       cipug rollback nextcloud --snapshot 41 --yes
     """
     settings, log = _setup()
-    return roll_back(settings, log, service, snapshot=snapshot, image_only=image_only,
+    return roll_back(settings, log, service, snapshot=snapshot, image_only=image_only, hold=hold,
                      confirm=(lambda question: True) if yes else _ask)
+
+
+@app.command()
+@_exit_code
+def adopt(
+    services: Annotated[list[str] | None, typer.Argument(metavar="SERVICE...", help="service folders' names")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every folder under SERVICES_ROOT with a compose file")] = False,
+    pin: Annotated[bool, typer.Option("--pin/--no-pin", help="pin the adopted images at once, as an update run "
+                                                             "does (the default), or leave that to the next run")] = True,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+) -> ExitCode:
+    """Bring existing compose projects under cipug.
+
+    For each compose service whose `image:` is a plain `repo:tag`, rewrite that line to
+    `image: ${SERVICE_<NAME>_IMAGE_HASHED}` and add `SERVICE_<NAME>_IMAGE_TAGGED=repo:tag` to
+    .env (NAME: the folder's name, and the compose service's where it differs). Only those lines
+    change, every other byte stays, both files are written atomically. A compose file cipug cannot
+    edit safely (anchors or aliases, `extends`, several documents, an image already using other
+    variables) is refused with the reason and the line. Shows the change as a diff and asks first,
+    unless --yes; then pins the images like a first update run (snapshot, write, pull, restart).
+
+    \b
+    Examples:
+      cipug adopt nextcloud
+      cipug adopt --all --no-pin
+      cipug adopt gitea --yes
+    """
+    if bool(services) == every:
+        raise CipugError("name the services to adopt, or give --all (not both)", ExitCode.USAGE)
+    settings, log = _setup()
+    return adopt_services(settings, log, services or [], every=every, pin=pin,
+                          confirm=(lambda question: True) if yes else _ask,
+                          pin_service=lambda names: run_update(settings, log, service_names=names))
+
+
+EntryOption = Annotated[str | None, typer.Option(
+    "--entry", metavar="KEY", help="only this image entry (its *_IMAGE_HASHED or *_IMAGE_TAGGED key)")]
+
+
+@app.command()
+@_exit_code
+def hold(
+    service: Annotated[str, typer.Argument(metavar="SERVICE", help="the service folder's name")],
+    entry: EntryOption = None,
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="why, shown by check and update")] = "",
+) -> ExitCode:
+    """Hold a service (or one image entry) on its pins.
+
+    A held service is still checked (`cipug check` shows it as held, with the digest that is
+    available) but never changed by `cipug update` or the timer, until `cipug release`.
+
+    \b
+    Examples:
+      cipug hold nextcloud --reason "waiting for the 30.0.1 fix"
+      cipug hold nextcloud --entry SERVICE_NEXTCLOUD_DB_IMAGE_HASHED
+    """
+    settings, log = _setup()
+    return hold_service(settings, log, service, entry=entry, reason=reason)
+
+
+@app.command()
+@_exit_code
+def release(service: Annotated[str, typer.Argument(metavar="SERVICE", help="the service folder's name")],
+            entry: EntryOption = None) -> ExitCode:
+    """End a hold, and forget the digests that failed.
+
+    Without --entry: the service's hold and those of its entries. A digest that failed (an update
+    rolled back automatically, which later runs skip) is forgotten, so the next update run tries it
+    again.
+
+    \b
+    Examples:
+      cipug release nextcloud
+      cipug release nextcloud --entry SERVICE_NEXTCLOUD_DB_IMAGE_HASHED
+    """
+    settings, log = _setup()
+    return release_service(settings, log, service, entry=entry)
 
 
 def run_cli(argv: list[str]) -> int:

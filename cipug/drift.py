@@ -13,9 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from .errors import CipugError
+from .log import Log
 from .lookup.references import parse_reference
-from .plan import ImageEntry
+from .plan import ImageEntry, ServicePlan
+from .programs.containers import compose_containers
+from .programs.process import Runner
 from .report import short_digest
+from .settings import Settings
 
 # The label docker compose and podman-compose put on a container: its service in the compose file.
 SERVICE_LABEL = "com.docker.compose.service"
@@ -68,4 +73,25 @@ def find_drift(entries: Iterable[ImageEntry], containers: Iterable[Mapping[str, 
         name = str(container.get("Name") or container.get("Id", "?")[:12]).lstrip("/")
         labels = (container.get("Config") or {}).get("Labels") or {}
         found.append(Drift(name, str(labels.get(SERVICE_LABEL, "?")), owner, running, reference.digest is None))
+    return found
+
+
+def drift_by_service(settings: Settings, plans: Iterable[ServicePlan], log: Log) -> dict[str, list[Drift]]:
+    """The drift of every service read without error, from one listing of the containers.
+
+    A container tool that cannot list its containers is a warning: drift is looked for, not relied on.
+    """
+    if not settings.check_drift:
+        return {}
+    try:
+        containers = compose_containers(settings, Runner(log))
+    except CipugError as error:
+        log.warning(f"cannot compare the running containers with the pins: {error.message}")
+        return {}
+    found = {}
+    for plan in plans:
+        if plan.error is None:
+            drift = find_drift(plan.entries, containers.get(plan.service.folder.resolve(), []))
+            if drift:
+                found[plan.service.name] = drift
     return found

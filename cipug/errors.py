@@ -30,11 +30,13 @@ class ExitCode(IntEnum):
         "confirm on and without --yes"
     )
     ROLLBACK_REFUSED = 3, (
-        "a `rollback` that cannot be done as asked: no update to roll back, no earlier pin, no such snapshot, a "
-        "folder that cannot be written; nothing was changed"
+        "a `rollback` or `adopt` that cannot be done as asked: no update to roll back, no earlier pin, no such "
+        "snapshot, a folder that cannot be written, a compose file cipug cannot edit safely; nothing was changed"
     )
+    DRIFT = 4, "`check` only: no update is pending, but a service's containers do not run what its `.env` pins"
     TOOL_MISSING = 10, "a required tool (skopeo, snapper, compose tool, …) is missing"
     LOCKED = 11, "another cipug run holds the lock"
+    NOTIFY_EXTRA_MISSING = 12, "`NOTIFY_URLS` is set, but the `notify` extra (Apprise) is not installed; nothing was changed"
     FILE_NOT_FOUND = 20, "a file was not found (config file)"
     DIRECTORY_NOT_FOUND = 21, "a directory was not found (`SERVICES_ROOT`, a service)"
     CONFIG_UNREADABLE = 22, "the config file cannot be read or is not valid JSON"
@@ -48,6 +50,10 @@ class ExitCode(IntEnum):
     PULL_FAILED = 33, "pulling the new images failed; the old `.env` was put back"
     RESTART_FAILED = 34, "restarting failed or the service did not come up; the old images were put back"
     RESOLVE_FAILED = 35, "a tag could not be resolved (registry unreachable, unknown tag)"
+    STATE_WRITE_FAILED = 36, (
+        "cipug's state file (holds, failed digests, first-seen times) could not be written for `hold`, `release` "
+        "or the hold of a `rollback`"
+    )
     SNAPSHOTS_STALE = 40, "snapshots missing or older than their max age"
     INTERRUPTED = 130, "stopped by SIGINT or SIGTERM (a service being changed was put back first)"
     SEVERAL_ERRORS = 255, "several different errors in one run"

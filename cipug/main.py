@@ -18,7 +18,7 @@ from .log import Log
 from .services import select_services
 from .settings import load_settings
 
-SUBCOMMANDS = ("update", "check", "check-snapshots", "config", "history", "rollback")
+SUBCOMMANDS = ("update", "check", "check-snapshots", "config", "history", "rollback", "hold", "release", "adopt")
 LEGACY_MODES = ("update", "check_snapshots", "print_config", "print_config_json")
 
 

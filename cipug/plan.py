@@ -36,9 +36,28 @@ class Change(NamedTuple):
         return self.resolution.pinned
 
 
+class Skip(NamedTuple):
+    """A change found that does not go ahead (cipug.holds decides): held, failed before, or not due yet."""
+
+    change: Change
+    # HELD, FAILED_BEFORE or NOT_DUE.
+    reason: str
+    # Says why, within one line.
+    detail: str
+    # When a NOT_DUE change becomes due (ISO time).
+    due: str | None = None
+
+
+HELD, FAILED_BEFORE, NOT_DUE = "held", "failed before", "not due"
+
+
 @dataclass
 class ServicePlan:
-    """One service as read, and what the resolved digests mean for it."""
+    """One service as read, and what the resolved digests mean for it.
+
+    `changes` are the changes that go ahead; those held back are in `skipped`, and `hold` describes
+    a hold on the whole service (empty without one).
+    """
 
     service: Service
     text: str = ""
@@ -46,6 +65,8 @@ class ServicePlan:
     entries: list[ImageEntry] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     error: CipugError | None = None
+    skipped: list[Skip] = field(default_factory=list)
+    hold: str = ""
 
 
 def image_entries(env: EnvFile) -> list[ImageEntry]:

@@ -21,16 +21,30 @@ def report_plan(plan: ServicePlan, log: Log, dry_run: bool = False) -> None:
         log.error(f"{name}: {plan.error.message}")
     elif not plan.entries:
         log.verbose(f"{name}: no *_IMAGE_TAGGED entries")
-    elif not plan.changes:
-        log.info(f"{name}: up to date ({len(plan.entries)} image{'s' if len(plan.entries) != 1 else ''})")
-    elif dry_run:
-        for change in plan.changes:
-            log.info(f"{name}: would set {change.entry.hashed_key}={change.new} (was {change.entry.current or 'unset'})")
+    elif not plan.changes and not plan.skipped:
+        held = f"; {plan.hold}" if plan.hold else ""
+        log.info(f"{name}: up to date ({len(plan.entries)} image{'s' if len(plan.entries) != 1 else ''}){held}")
+    else:
+        if plan.skipped:
+            log.info(skipped_line(plan, dry_run))
+        if dry_run:
+            for change in plan.changes:
+                log.info(f"{name}: would set {change.entry.hashed_key}={change.new} "
+                         f"(was {change.entry.current or 'unset'})")
+
+
+def skipped_line(plan: ServicePlan, dry_run: bool = False) -> str:
+    """One line for the changes of a service that do not go ahead (held, failed before, not due)."""
+    parts = [f"{skip.change.entry.hashed_key} -> {short_digest(skip.change.new)} {skip.detail}"
+             for skip in plan.skipped]
+    return f"{plan.service.name}: {'would not update' if dry_run else 'not updated'}: {'; '.join(parts)}"
 
 
 def history_line(record: Record) -> str:
+    versions = (f"{record.old_version or '?'} -> {record.new_version or '?'}  "
+                if record.old_version or record.new_version else "")
     line = (f"{record.time}  {record.service}  {record.outcome:<11}  {record.entry or '-'}  {record.tagged or '-'}  "
-            f"{short_digest(record.old)} -> {short_digest(record.new)}")
+            f"{versions}{short_digest(record.old)} -> {short_digest(record.new)}")
     if record.snapshot is not None:
         line += f"  snapshot {record.snapshot}"
     return line + (f"  ({record.detail})" if record.detail else "")

@@ -26,6 +26,7 @@ CONFIG_FILE_VARIABLE = ENV_PREFIX + "CONFIG_FILE"
 
 StopStartMethod = Literal["compose", "systemd-system", "systemd-user"]
 Resolver = Literal["skopeo", "registry"]
+Restart = Literal["service", "changed"]
 
 # Turns a raw value (a string from the environment, any JSON value from the file) into a typed one,
 # relative paths taken relative to the folder given.
@@ -135,6 +136,21 @@ def _command(value: object, base: Path) -> tuple[str, ...]:
     return argv
 
 
+def _command_or_empty(value: object, base: Path) -> tuple[str, ...]:
+    if _text(value, base).strip() == "":
+        return ()
+    try:
+        return _command(value, base)
+    except _Invalid as error:
+        raise _Invalid(f"{error.accepted}, or empty", error.code) from None
+
+
+def _path_or_empty(value: object, base: Path) -> Path | None:
+    if _text(value, base) == "":
+        return None
+    return _path(value, base)
+
+
 def _choice(choices: object) -> Callable[[object, Path], str]:
     """A parser accepting the strings of the Literal type `choices`."""
     allowed: tuple[str, ...] = get_args(choices)
@@ -205,9 +221,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SERVICE_STOP_START", _boolean, "true", "restart services whose images changed"),
     Setting("STOP_START_METHOD", _choice(StopStartMethod), "compose",
             "compose: `down` + `up -d`; systemd-*: `systemctl [--user] restart <compose-tool>@<service>`"),
+    Setting("RESTART", _choice(Restart), "service",
+            "service: restart the whole service; changed: recreate only the compose services whose image changed "
+            "(STOP_START_METHOD=compose; the whole service when the compose file cannot be read with certainty)"),
     Setting("SERVICE_SNAPSHOT", _boolean, "true", "take a snapper snapshot of a service folder before changing it"),
     Setting("SERVICE_PULL", _boolean, "true", "pull the new images before restarting"),
     Setting("PRUNE_IMAGES", _boolean, "true", "prune unused images once per run, when something changed"),
+    Setting("UPDATE_MIN_AGE", _number(float, 0, None), "0",
+            "hours since cipug first saw a new digest before it is applied (0: at once)"),
     Setting("VERBOSITY", _number(int, 0, 3), "1", "0 errors only, 1 normal, 2 verbose, 3 very verbose"),
     Setting("CACHE_DURATION", _number(int, 0, None), "3600", "seconds a resolved digest is reused (0: no cache)"),
     Setting("CACHE_LOCATION", _path, _default_cache,
@@ -220,16 +241,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SKOPEO_TOOL", _command, "skopeo", "skopeo command with global flags, e.g. `skopeo --registries-conf FILE`"),
     Setting("SNAPPER_TOOL", _command, "snapper", "snapper command with global flags, e.g. `snapper --no-dbus`"),
     Setting("RESOLVE_WORKERS", _number(int, 1, 64), "8", "tag resolutions run in parallel"),
-    Setting("RESOLVER", _choice(Resolver), "skopeo",
-            "skopeo: `skopeo inspect`; registry: HTTP HEAD requests that do not count against pull quotas"),
+    Setting("RESOLVER", _choice(Resolver), "registry",
+            "registry: HTTP HEAD requests that do not count against pull quotas, skopeo for what they cannot "
+            "answer faithfully; skopeo: `skopeo inspect` for every tag"),
     Setting("REGISTRY_INSECURE_HOSTS", _names, "", "comma-separated host:port names the registry resolver may reach over plain HTTP"),
     Setting("REGISTRY_TIMEOUT", _number(float, 0.1, 600), "30", "seconds one lookup may take: a skopeo call, or one request of the registry resolver"),
     Setting("REGISTRY_FALLBACK", _boolean, "true", "let the registry resolver fall back to skopeo for what it cannot do itself"),
+    Setting("REGISTRY_WORKERS", _number(int, 1, 64), "32",
+            "HEAD lookups of the registry resolver run in parallel (its skopeo fallbacks: RESOLVE_WORKERS)"),
     Setting("AUTO_ROLLBACK", _boolean, "true", "put the old images back when a restarted service does not come up"),
     Setting("HEALTH_TIMEOUT", _number(int, 0, 3600), "60", "seconds to wait for restarted containers to run and be healthy (0: no wait)"),
+    Setting("CHECK_DRIFT", _boolean, "true",
+            "compare what the services' containers run with the pins, and bring drifted services to their pins "
+            "(one `ps` and one `inspect` of the container tool per run)"),
     Setting("HISTORY_FILE", _path, _default_history,
             "history of changes; default $STATE_DIRECTORY/history.jsonl, else for root /var/lib/cipug/history.jsonl, "
             "else $XDG_STATE_HOME/cipug/history.jsonl or ~/.local/state/cipug/history.jsonl"),
+    Setting("NOTIFY_URLS", _names, "",
+            "comma-separated Apprise URLs to send a notification to per event (needs the notify extra); secrets: "
+            "give them in the environment, not in a world-readable file"),
+    Setting("NOTIFY_COMMAND", _command_or_empty, "",
+            "a program, split like a shell does, that gets one JSON object per event on standard input (empty: none)"),
+    Setting("NOTIFY_TIMEOUT", _number(float, 0.1, 600), "30",
+            "seconds one notification may take, per notifier; one that fails or takes longer is a warning"),
+    Setting("METRICS_FILE", _path_or_empty, "",
+            "Prometheus text file written at the end of every run, for node_exporter's textfile collector (empty: none)"),
 )
 
 SETTINGS_BY_NAME: Mapping[str, Setting] = MappingProxyType({setting.name: setting for setting in SETTINGS})
@@ -252,9 +288,11 @@ class Settings:
     container_tool: tuple[str, ...]
     service_stop_start: bool
     stop_start_method: StopStartMethod
+    restart: Restart
     service_snapshot: bool
     service_pull: bool
     prune_images: bool
+    update_min_age: float
     verbosity: int
     cache_duration: int
     cache_location: Path
@@ -269,9 +307,15 @@ class Settings:
     registry_insecure_hosts: tuple[str, ...]
     registry_timeout: float
     registry_fallback: bool
+    registry_workers: int
     auto_rollback: bool
     health_timeout: int
+    check_drift: bool
     history_file: Path
+    notify_urls: tuple[str, ...]
+    notify_command: tuple[str, ...]
+    notify_timeout: float
+    metrics_file: Path | None
     sources: Mapping[str, str] = field(compare=False, repr=False)
 
     def as_json(self) -> dict[str, object]:
@@ -281,7 +325,9 @@ class Settings:
             value: object = getattr(self, setting.attribute)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and setting.parse is _command:
+            elif value is None:
+                value = ""
+            elif isinstance(value, tuple) and setting.parse in (_command, _command_or_empty):
                 value = shlex.join(value)
             elif isinstance(value, tuple):
                 value = list(value)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+from .composefile import Unsure, services_to_recreate
+from .drift import Drift
 from .envfile import EnvFile, Previous
 from .errors import CipugError, ExitCode, Interrupted
 from .files import history, intents
@@ -28,6 +30,7 @@ from .log import Log
 from .lookup.references import Resolution
 from .plan import Change, ImageEntry, ServicePlan, read_plan
 from .programs.compose import ServiceControl
+from .programs.containers import image_versions
 from .programs.process import Runner
 from .programs.snapper import Snapper
 from .programs.tools import change_tools, require_tools
@@ -44,11 +47,14 @@ class Kind(Enum):
     FOLDER_ROLLBACK = "folder rollback"
     # Undoing what an interrupted update or image-only rollback left: the change it was did not happen.
     REPAIR = "repair"
+    # Bringing a service whose containers run other images than its pins to its pins.
+    DRIFT = "drift"
 
     @property
     def outcome(self) -> str:
         """History's outcome when it succeeds."""
-        return {Kind.UPDATE: history.UPDATED, Kind.REPAIR: history.FAILED}.get(self, history.ROLLED_BACK)
+        return {Kind.UPDATE: history.UPDATED, Kind.REPAIR: history.FAILED,
+                Kind.DRIFT: history.REPAIRED}.get(self, history.ROLLED_BACK)
 
 
 @dataclass(frozen=True)
@@ -109,8 +115,18 @@ class RestoreFolder:
 
 @dataclass(frozen=True)
 class Restart:
+    """Restart the whole service, or (RESTART=changed) recreate only the compose services `only`.
+
+    `whole_because` says why a RESTART=changed restart is of the whole service after all.
+    """
+
+    only: tuple[str, ...] = ()
+    whole_because: str = ""
+
     def describe(self) -> str:
-        return "restart"
+        if self.only:
+            return f"recreate {', '.join(self.only)} (the compose services whose image changed)"
+        return f"restart (all of it: {self.whole_because})" if self.whole_because else "restart"
 
 
 @dataclass(frozen=True)
@@ -168,10 +184,41 @@ def update_transaction(settings: Settings, plan: ServicePlan, kind: Kind = Kind.
     if settings.service_pull:
         steps.append(Pull())
     if settings.service_stop_start:
-        steps.append(Restart())
+        steps.append(restart_step(settings, plan.service, plan.changes))
         if settings.auto_rollback and settings.health_timeout > 0:
             steps.append(WaitUntilUp(settings.health_timeout))
     return Transaction(kind, plan, tuple(steps), tuple(plan.changes), detail)
+
+
+def restart_step(settings: Settings, service: Service, changes: Sequence[Change]) -> Restart:
+    """The restart RESTART asks for: with `changed`, of the compose services whose image uses a changed
+    pin, read from the compose file; of the whole service where that file cannot be read with certainty."""
+    if settings.restart != "changed":
+        return Restart()
+    if settings.stop_start_method != "compose":
+        return Restart(whole_because=f"STOP_START_METHOD={settings.stop_start_method} restarts whole units")
+    try:
+        only = services_to_recreate(service.compose_file, {change.entry.hashed_key for change in changes})
+    except Unsure as error:
+        return Restart(whole_because=f"{service.compose_file.name}: {error}")
+    return Restart(only)
+
+
+def drift_transaction(settings: Settings, plan: ServicePlan, drift: list[Drift]) -> Transaction:
+    """Restart a service whose containers run other images than `.env` pins on its pins; .env is not written."""
+    steps: list[Step] = [CheckCompose()]
+    if settings.service_snapshot:
+        steps.append(TakeSnapshot(f"cipug {plan.service.name}: before restarting on its pins (drift)"))
+    if settings.service_pull:
+        steps.append(Pull())
+    steps.append(Restart())
+    if settings.auto_rollback and settings.health_timeout > 0:
+        steps.append(WaitUntilUp(settings.health_timeout))
+    changes = {found.entry.hashed_key: Change(found.entry._replace(current=found.running),
+                                              Resolution(*(found.entry.current or "").rsplit("@", 1)))
+               for found in drift}
+    return Transaction(Kind.DRIFT, plan, tuple(steps), tuple(changes.values()),
+                       "; ".join(found.describe(plan.service.compose_file.name) for found in drift))
 
 
 def folder_transaction(settings: Settings, plan: ServicePlan, snapper_config: str, snapshot: int) -> Transaction:
@@ -246,6 +293,10 @@ class _Progress:
     snapper_config: str | None = None
     # The entries as .env has them after a folder restore.
     restored: list[ImageEntry] | None = None
+    # The ids of the containers there were before a restart of only some compose services.
+    kept: frozenset[str] = frozenset()
+    # Pinned reference → image version, read once the images are local.
+    versions: dict[str, str] = field(default_factory=dict)
 
     def did(self, *kinds: type) -> bool:
         return any(isinstance(step, kinds) for step in self.done)
@@ -301,7 +352,9 @@ class Applier:
         service, log = transaction.service, self.log
         match step:
             case CheckCompose():
-                self.control.check(service)
+                # Pins written for the first time are not in .env yet, and docker compose v2 refuses the file without them.
+                self.control.check(service, {change.entry.hashed_key: change.new for change in transaction.changes
+                                             if change.entry.current is None})
             case TakeSnapshot(description=description):
                 progress.snapper_config = self.snapper.config_for(service.folder)
                 progress.snapshot = self.snapper.create(progress.snapper_config, description)
@@ -319,19 +372,40 @@ class Applier:
                     log.warning(f"{service.name}: {error.message}; starting with the images at hand")
                 else:
                     log.verbose(f"{service.name}: pulled")
+                    self._note_versions(transaction, progress)
             case Stop():
                 self.control.stop(service)
             case RestoreFolder(snapper_config=snapper_config, snapshot=snapshot):
                 self.snapper.undo_change(snapper_config, snapshot)
                 progress.restored = read_plan(service).entries
-            case Restart():
-                self.control.restart(service)
+            case Restart(only=only, whole_because=whole_because):
+                if whole_because:
+                    log.warning(f"{service.name}: RESTART=changed, but restarting all of it: {whole_because}")
+                if only:
+                    progress.kept = frozenset(str(container.get("Id")) for container in self.control.containers(service))
+                self.control.restart(service, only)
             case Start():
                 self.control.start(service)
             case WaitUntilUp(timeout=timeout):
-                problems = self.control.wait_until_up(service, timeout)
+                problems = self.control.wait_until_up(service, timeout, progress.kept, self._only(transaction))
                 if problems:
                     raise CipugError(f"not up within {timeout} s: " + "; ".join(problems), ExitCode.RESTART_FAILED)
+
+    def _note_versions(self, transaction: Transaction, progress: _Progress) -> None:
+        """Read the versions of the old and new images, now both are local, and say what changes."""
+        pins = [pin for change in transaction.changes for pin in (change.entry.current, change.new) if pin]
+        progress.versions = image_versions(self.settings, self.control.runner, pins)
+        for change in transaction.changes:
+            old = progress.versions.get(change.entry.current or "", "(none)")
+            new = progress.versions.get(change.new)
+            if new:
+                self.log.info(f"{transaction.service.name}: {change.entry.hashed_key} {old} → {new} "
+                              f"({short_digest(change.entry.current)} → {short_digest(change.new)})")
+
+    @staticmethod
+    def _only(transaction: Transaction) -> tuple[str, ...]:
+        """The compose services a RESTART=changed restart of the transaction recreates (empty: all of it)."""
+        return next((step.only for step in transaction.steps if isinstance(step, Restart)), ())
 
     def _pins(self, transaction: Transaction, progress: _Progress) -> list[str]:
         """The pinned references the service runs on once the transaction is done."""
@@ -382,11 +456,11 @@ class Applier:
             detail = f"{self._restored_detail(transaction, progress)}; {error.message}"
             self.log.error(f"{name}: {self._restored_detail(transaction, progress)}, but {error.message}")
             return history.ROLLED_BACK, detail
-        state, outcome = self._undo(transaction, progress)
+        state, outcome = self._undo(transaction, progress, interrupted=isinstance(error, Interrupted))
         self.log.error(f"{name}: {error.message}; {state}")
         return outcome, f"{transaction.detail}: {error.message}" if transaction.detail else error.message
 
-    def _undo(self, transaction: Transaction, progress: _Progress) -> tuple[str, str]:
+    def _undo(self, transaction: Transaction, progress: _Progress, *, interrupted: bool) -> tuple[str, str]:
         """Put back pins and containers; what state that leaves the service in, and history's outcome."""
         service, settings = transaction.service, self.settings
         touched = progress.touched_containers()
@@ -410,19 +484,23 @@ class Applier:
         first = [change.entry.hashed_key for change in transaction.changes if change.entry.current is None]
         if first:
             # Without an earlier pin there are no old images to start it on.
+            stopped = ", ".join(self._only(transaction)) or "the service"
             try:
-                self.control.stop(service)
+                self.control.stop(service, self._only(transaction))
             except CipugError as stop_error:
-                return (f"{', '.join(first)} had no earlier pin to go back to, and stopping the service failed: "
+                return (f"{', '.join(first)} had no earlier pin to go back to, and stopping {stopped} failed: "
                         f"{stop_error.message}"), history.FAILED
-            return f"{', '.join(first)} had no earlier pin to go back to: the service was stopped", history.FAILED
+            return f"{', '.join(first)} had no earlier pin to go back to: {stopped} was stopped", history.FAILED
         try:
-            self.control.restart(service)
+            self.control.restart(service, self._only(transaction))
         except CipugError as restart_error:
             return (f"the old pins were put back in .env but restarting on the old images failed too: "
                     f"{restart_error.message}{hint}"), history.FAILED
         # An update put back is rolled back; a rollback put back did not happen.
-        outcome = history.ROLLED_BACK if transaction.kind is Kind.UPDATE else history.FAILED
+        # An update whose new images did not come up was rolled back (and its digest is remembered as
+        # failed); one that was stopped part-way failed for no fault of the images; a rollback put back
+        # did not happen.
+        outcome = history.ROLLED_BACK if transaction.kind is Kind.UPDATE and not interrupted else history.FAILED
         return f"rolled back to the old images{hint}", outcome
 
     def _put_back_pins(self, transaction: Transaction) -> list[str]:
@@ -470,6 +548,8 @@ class Applier:
         name = transaction.service.name
         if transaction.kind is Kind.REPAIR:
             return f"{name}: {transaction.detail}"
+        if transaction.kind is Kind.DRIFT:
+            return f"{name}: restarted on its pins ({transaction.detail})"
         if transaction.kind is Kind.FOLDER_ROLLBACK and progress.snapshot is None:
             return f"{name}: rolled back to snapshot {transaction.restored_snapshot} and started, {transaction.detail}"
         if transaction.kind is Kind.FOLDER_ROLLBACK:
@@ -486,9 +566,10 @@ class Applier:
                                            progress.snapper_config, outcome, detail)
             return
         time_text = history.now_iso()
+        versions = progress.versions
         records = [history.Record(time_text, service, change.entry.hashed_key, change.entry.reference,
                                   change.entry.current, change.new, progress.snapshot, progress.snapper_config,
-                                  outcome, detail)
+                                  outcome, detail, versions.get(change.entry.current or ""), versions.get(change.new))
                    for change in transaction.changes]
         # A repair that changed no pin (a folder rollback stopped before its restore) is still worth a line.
         if not records and transaction.kind is Kind.REPAIR:

@@ -32,9 +32,11 @@ let
     "CONTAINER_TOOL"
     "SERVICE_STOP_START"
     "STOP_START_METHOD"
+    "RESTART"
     "SERVICE_SNAPSHOT"
     "SERVICE_PULL"
     "PRUNE_IMAGES"
+    "UPDATE_MIN_AGE"
     "VERBOSITY"
     "CACHE_DURATION"
     "CACHE_LOCATION"
@@ -49,9 +51,15 @@ let
     "REGISTRY_INSECURE_HOSTS"
     "REGISTRY_TIMEOUT"
     "REGISTRY_FALLBACK"
+    "REGISTRY_WORKERS"
     "AUTO_ROLLBACK"
     "HEALTH_TIMEOUT"
+    "CHECK_DRIFT"
     "HISTORY_FILE"
+    "NOTIFY_URLS"
+    "NOTIFY_COMMAND"
+    "NOTIFY_TIMEOUT"
+    "METRICS_FILE"
   ];
   unknownSettings = lib.subtractLists knownSettings (lib.attrNames settings);
 
@@ -97,6 +105,49 @@ let
 
   # The unit as NixOS completes it: its environment holds the PATH built from
   # `path`, and whatever other modules add.
+  # The package the service and the `cipug` command run: with the notify
+  # extra (Apprise) when notifications are on.
+  withApprise =
+    package:
+    if package ? overridePythonAttrs then
+      package.overridePythonAttrs (old: {
+        dependencies = (old.dependencies or [ ]) ++ [ pkgs.python3Packages.apprise ];
+      })
+    else
+      throw "services.cipug.notifications.enable needs a services.cipug.package built with buildPythonApplication (overridePythonAttrs), to add apprise to it";
+  finalPackage = if cfg.notifications.enable then withApprise cfg.package else cfg.package;
+
+  # node_exporter's textfile collector reads *.prom files from the folder given
+  # by --collector.textfile.directory (in extraFlags; the collector is on by
+  # default unless disabledCollectors names it).
+  nodeExporter =
+    config.services.prometheus.exporters.node or {
+      enable = false;
+      extraFlags = [ ];
+      disabledCollectors = [ ];
+    };
+  textfileFlag = "--collector.textfile.directory";
+  nodeFlags = nodeExporter.extraFlags or [ ];
+  textfileDirectories =
+    lib.concatMap (
+      flag:
+      let
+        found = builtins.match "${lib.escapeRegex textfileFlag}[= ][[:space:]]*([^[:space:]]+)[[:space:]]*" flag;
+      in
+      if found == null then [ ] else found
+    ) nodeFlags
+    # The flag and the folder as two items of the list.
+    ++ lib.concatLists (
+      lib.zipListsWith (flag: next: lib.optional (flag == textfileFlag) next) nodeFlags (lib.drop 1 nodeFlags)
+    );
+  textfileCollectorOn =
+    (nodeExporter.enable or false) && !(lib.elem "textfile" (nodeExporter.disabledCollectors or [ ]));
+  textfileDirectory =
+    if textfileCollectorOn && textfileDirectories != [ ] then
+      lib.removeSuffix "/" (lib.last textfileDirectories)
+    else
+      null;
+
   unit = config.systemd.services.cipug;
   unitEnvironment = lib.filterAttrs (name: value: value != null && name != "PATH") unit.environment;
   stateDirectory = "cipug";
@@ -120,7 +171,7 @@ let
     ${sourceEnvironmentFile}
     set +a
     unset ${toString (unit.serviceConfig.UnsetEnvironment or [ ])}
-    exec ${lib.getExe cfg.package} "$@"
+    exec ${lib.getExe finalPackage} "$@"
   '';
 
   snapperConfigs = config.services.snapper.configs;
@@ -145,6 +196,14 @@ in
       snapshots the service folder with snapper, writes the
       `SERVICE_*_IMAGE_HASHED` entries, then pulls and restarts the services
       whose images changed'';
+
+    finalPackage = mkOption {
+      type = types.package;
+      readOnly = true;
+      internal = true;
+      default = finalPackage;
+      description = "The package the service runs: `package`, with apprise when notifications are on.";
+    };
 
     package = lib.mkPackageOption pkgs "cipug" {
       extraDescription = ''
@@ -223,9 +282,13 @@ in
 
           COMPOSE_FILE_NAME = mkOption {
             type = types.str;
-            default = "compose.yml";
+            default = "";
             example = "docker-compose.yml";
-            description = "Name of the compose file in each service folder.";
+            description = ''
+              Name of the compose file in each service folder; empty for the
+              first of compose's own names (`compose.yaml`, `compose.yml`,
+              `docker-compose.yaml`, `docker-compose.yml`).
+            '';
           };
 
           ENV_FILE_NAME = mkOption {
@@ -334,12 +397,48 @@ in
               "skopeo"
               "registry"
             ];
-            default = "skopeo";
+            default = "registry";
             description = ''
               How tags are resolved to digests: `skopeo` runs `skopeo inspect`;
               `registry` sends HTTP HEAD requests, which do not count against
               Docker Hub's pull quota, and falls back to skopeo for what it
               cannot do itself.
+            '';
+          };
+
+          NOTIFY_COMMAND = mkOption {
+            type = types.str;
+            default = "";
+            example = "/etc/cipug/notify.sh";
+            description = ''
+              A program, split like a shell does, that gets one JSON object
+              per event (updated, rolled back, failed, held, skipped because
+              it failed before, drift) on standard input; empty for none. It
+              runs as root with the service's PATH (add its packages to
+              {option}`services.cipug.path`). One that fails or takes longer
+              than `NOTIFY_TIMEOUT` seconds is a warning. For Apprise URLs,
+              see {option}`services.cipug.notifications.enable`.
+            '';
+          };
+
+          METRICS_FILE = mkOption {
+            type = types.nullOr types.externalPath;
+            default = if textfileDirectory == null then null else "${textfileDirectory}/cipug.prom";
+            defaultText = lib.literalMD ''
+              `<dir>/cipug.prom` when `services.prometheus.exporters.node` is
+              enabled, its textfile collector is not disabled and its
+              `extraFlags` give `--collector.textfile.directory=<dir>`;
+              otherwise `null` (no metrics file)
+            '';
+            example = "/var/lib/prometheus-node-exporter/textfile/cipug.prom";
+            description = ''
+              A file in Prometheus' text format that cipug replaces at the end
+              of every run (also a failed one), for node_exporter's textfile
+              collector: when the run ended and its exit code, and per service
+              and image entry whether an update is pending, held or failed
+              before, when its pin last changed and the version it runs.
+              Readable by everyone (mode 0644): it names services and images,
+              nothing secret. `null` writes none.
             '';
           };
         };
@@ -354,9 +453,25 @@ in
         A file of `NAME=value` lines the service reads at start (systemd's
         `EnvironmentFile`), for what must not go into the world-readable Nix
         store: for example `REGISTRY_AUTH_FILE=/run/secrets/registry-auth.json`
-        for skopeo and podman, or `CIPUG_*` variables, which take precedence
-        over {option}`services.cipug.settings`. Give it as a string: it is
+        for skopeo and podman, `CIPUG_NOTIFY_URLS=<url>,<url>` for
+        {option}`services.cipug.notifications.enable`, or other `CIPUG_*`
+        variables, which take precedence over {option}`services.cipug.settings`. Give it as a string: it is
         read at run time and never copied into the store.
+      '';
+    };
+
+    notifications.enable = mkOption {
+      type = types.bool;
+      default = false;
+      example = true;
+      description = ''
+        Whether cipug can send notifications to Apprise URLs (ntfy, e-mail,
+        Matrix, Telegram, Gotify, webhooks, ...): builds
+        {option}`services.cipug.package` with its `notify` extra (apprise).
+        The URLs hold tokens and passwords, so they never go into the Nix
+        store: put them into {option}`services.cipug.environmentFile` as
+        `CIPUG_NOTIFY_URLS=ntfys://ntfy.example/cipug,mailtos://...`
+        (comma-separated). `settings.NOTIFY_URLS` is refused.
       '';
     };
 
@@ -448,6 +563,12 @@ in
         '';
       }
       {
+        assertion = !(settings ? NOTIFY_URLS);
+        message = ''
+          services.cipug.settings.NOTIFY_URLS would put the notification URLs, which hold tokens and passwords, into the world-readable Nix store. Put CIPUG_NOTIFY_URLS=<url>,<url> into services.cipug.environmentFile instead, and set services.cipug.notifications.enable = true.
+        '';
+      }
+      {
         assertion = unknownSettings == [ ];
         message = ''
           services.cipug.settings has ${lib.concatStringsSep ", " unknownSettings}, which cipug does not know (it would refuse the config file). cipug's settings are: ${lib.concatStringsSep ", " knownSettings}.
@@ -456,7 +577,13 @@ in
     ];
 
     warnings =
-      lib.optional (settings.SERVICE_SNAPSHOT && snapperConfigs == { }) ''
+      lib.optional (cfg.notifications.enable && cfg.environmentFile == null) ''
+        services.cipug.notifications.enable is on, but services.cipug.environmentFile is not set: the Apprise URLs go there, as CIPUG_NOTIFY_URLS=..., so they stay out of the world-readable Nix store. Without them nothing is sent.
+      ''
+      ++ lib.optional (textfileCollectorOn && textfileDirectories == [ ] && settings.METRICS_FILE == null) ''
+        services.prometheus.exporters.node is enabled, but its extraFlags give no ${textfileFlag}=<dir>, so the textfile collector reads no folder and cipug writes no metrics. Add the flag (cipug then writes <dir>/cipug.prom), or set services.cipug.settings.METRICS_FILE.
+      ''
+      ++ lib.optional (settings.SERVICE_SNAPSHOT && snapperConfigs == { }) ''
         services.cipug.settings.SERVICE_SNAPSHOT is on, but services.snapper.configs is empty: cipug takes a snapshot of each service folder before changing it and needs a snapper config per service subvolume, for example services.snapper.configs.nextcloud.SUBVOLUME = "${
           if servicesRoot == "" then "/srv/services" else servicesRoot
         }/nextcloud" (NixOS sets up snapper's D-Bus service only when a config exists). Without them every changed service fails. Set SERVICE_SNAPSHOT = false to update without snapshots.
@@ -532,7 +659,7 @@ in
       # snapper and the service folders need it.
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = lib.getExe cfg.package;
+        ExecStart = lib.getExe finalPackage;
         # Podman keeps conmon, and with it the containers, in the calling
         # unit's cgroup while INVOCATION_ID is set, so systemd would kill the
         # containers cipug restarted as soon as the run ends.

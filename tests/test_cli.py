@@ -143,18 +143,19 @@ def test_check_json_has_one_object_per_service(stack):
 
     assert result.exit_code == ExitCode.RESOLVE_FAILED
     assert json.loads(result.stdout) == [
-        {"service": "broken", "status": "error",
+        {"service": "broken", "status": "error", "held": None, "drift": [],
          "error": {"message": "nosuch:tag could not be resolved: manifest unknown", "code": ExitCode.RESOLVE_FAILED},
+         "rate_limits": {},
          "entries": [{"entry": "SERVICE_X_IMAGE_HASHED", "tagged": "nosuch:tag", "current": None,
-                      "available": None, "pending": None}]},
-        {"service": "current", "status": "current", "error": None,
+                      "available": None, "pending": None, "skipped": None}]},
+        {"service": "current", "status": "current", "held": None, "drift": [], "error": None, "rate_limits": {},
          "entries": [{"entry": "SERVICE_C_IMAGE_HASHED", "tagged": "nginx:latest",
                       "current": f"docker.io/library/nginx@{DIGEST_A}",
-                      "available": f"docker.io/library/nginx@{DIGEST_A}", "pending": False}]},
-        {"service": "empty", "status": "current", "error": None, "entries": []},
-        {"service": "pending", "status": "pending", "error": None,
+                      "available": f"docker.io/library/nginx@{DIGEST_A}", "pending": False, "skipped": None}]},
+        {"service": "empty", "status": "current", "held": None, "drift": [], "error": None, "rate_limits": {}, "entries": []},
+        {"service": "pending", "status": "pending", "held": None, "drift": [], "error": None, "rate_limits": {},
          "entries": [{"entry": "SERVICE_P_IMAGE_HASHED", "tagged": "nginx:1", "current": None,
-                      "available": f"docker.io/library/nginx@{DIGEST_B}", "pending": True}]},
+                      "available": f"docker.io/library/nginx@{DIGEST_B}", "pending": True, "skipped": None}]},
     ]
     assert "broken: nosuch:tag could not be resolved" in result.stderr
 
@@ -265,7 +266,7 @@ def test_history_lines_filter_and_json(stack):
     assert json.loads(as_json.stdout) == [{
         "time": "2026-01-01T00:00:00+00:00", "service": "db", "entry": "SERVICE_WEB_IMAGE_HASHED",
         "tagged": "nginx:latest", "old": PIN_A, "new": PIN_B, "snapshot": None, "snapper_config": "web-snap",
-        "outcome": "updated", "detail": ""}]
+        "outcome": "updated", "detail": "", "old_version": None, "new_version": None}]
 
 
 def test_history_when_there_is_none(stack):
@@ -388,7 +389,7 @@ def environment(tmp_path: Path, **settings: str) -> dict[str, str]:
         (bin_dir / tool).write_text("#!/bin/sh\nexit 99\n")
         (bin_dir / tool).chmod(0o755)
     environ = {key: value for key, value in os.environ.items() if not key.startswith("CIPUG_")}
-    environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", CIPUG_SERVICES_ROOT=str(services),
+    environ.update(PATH=f"{bin_dir}:{os.environ['PATH']}", CIPUG_SERVICES_ROOT=str(services), CIPUG_RESOLVER="skopeo",
                    CIPUG_CACHE_LOCATION=str(tmp_path / "cache.json"), CIPUG_HISTORY_FILE=str(tmp_path / "h.jsonl"),
                    **settings)
     return environ
@@ -409,12 +410,13 @@ def web_service(tmp_path: Path, env: str) -> Path:
     return folder
 
 
-# What the timer's run with nothing to look up or change must not load: typer is an optional extra;
-# the registry client, the thread pool and the machinery that changes services are for runs that
-# have lookups or changes to make.
+# What the timer's run with nothing to look up or change must not load: typer and apprise are optional
+# extras; the registry client, the thread pool and the machinery that changes services are for runs
+# that have lookups or changes to make; notifiers and metrics for runs that have them configured.
 NOT_ON_THE_TIMERS_PATH = ("typer", "click", "cipug.cli", "cipug.lookup.registry", "http.client", "ssl",
                           "concurrent.futures", "cipug.transaction", "cipug.programs.compose",
-                          "cipug.programs.snapper")
+                          "cipug.programs.snapper", "cipug.notify", "cipug.metrics", "apprise",
+                          "cipug.composefile", "cipug.commands.adopt")
 
 
 def test_the_timers_run_on_a_warm_cache_loads_no_extra_lookup_or_change_machinery(tmp_path):

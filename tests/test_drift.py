@@ -1,11 +1,18 @@
-"""cipug.drift: which containers run something other than what .env pins."""
+"""cipug.drift: which containers run something other than what .env pins, and what check and update do about it."""
 
 from __future__ import annotations
 
-from cipug.drift import find_drift
-from cipug.plan import ImageEntry
+import json
 
-A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+from cipug.commands.check import run_check
+from cipug.drift import find_drift
+from cipug.errors import ExitCode
+from cipug.log import Log
+from cipug.plan import ImageEntry
+from cipug.settings import load_settings
+from tests.support.fakestack import DIGEST_A, DIGEST_B, PIN_A, TAGGED
+
+A, B = DIGEST_A, DIGEST_B
 WEB = ImageEntry("SERVICE_WEB_IMAGE_TAGGED", "SERVICE_WEB_IMAGE_HASHED", "nginx:latest", f"docker.io/library/nginx@{A}")
 
 
@@ -39,3 +46,66 @@ def test_containers_of_other_repositories_and_unpinned_entries_are_not_cipugs_bu
     unpinned = WEB._replace(current=None)
     assert find_drift([WEB], [podman("db_1", "docker.io/library/postgres:16", "db")]) == []
     assert find_drift([unpinned], [podman("web_1", f"nginx@{B}")]) == []
+
+
+# Whole runs, with the container tool faked
+
+
+def listing(stack, *containers: dict) -> None:
+    """`podman ps` and `podman inspect` as cipug's one drift listing sees them."""
+    ids = [f"id{index}" for index, _ in enumerate(containers)]
+    stack.fp.register(["podman", "ps", "-a", "-q", "--filter", "label=com.docker.compose.project.working_dir"],
+                      stdout="\n".join(ids) + "\n")
+    folder = str((stack.root / "web").resolve())
+    inspected = [{**container, "Id": ids[index], "Config": {**container.get("Config", {}), "Labels": {
+        "com.docker.compose.project.working_dir": folder, "com.docker.compose.service": "web"}}}
+        for index, container in enumerate(containers)]
+    stack.fp.register(["podman", "inspect", *ids], stdout=json.dumps(inspected))
+
+
+def test_update_restarts_a_service_whose_container_runs_another_digest_on_its_pin(stack):
+    env_file = stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    listing(stack, {"Name": "web_web_1", "ImageName": f"docker.io/library/nginx@{DIGEST_B}"})
+    stack.full_update("web")
+
+    assert stack.run(check_drift="true", service_snapshot="false", prune_images="false") == ExitCode.OK
+
+    assert env_file.read_text() == f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n"
+    assert [call[-1] for call in stack.calls()][-2:] == ["down", "-d"]
+    [record] = stack.history()
+    assert (record.outcome, record.old, record.new) == ("repaired", f"docker.io/library/nginx@{DIGEST_B}", PIN_A)
+
+
+def test_a_compose_file_naming_a_tag_is_a_warning_and_no_restart(stack):
+    stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    listing(stack, {"Name": "web_web_1", "ImageName": "docker.io/library/nginx:latest"})
+
+    assert stack.run(check_drift="true") == ExitCode.OK
+
+    assert "compose service web in compose.yml does not use ${SERVICE_WEB_IMAGE_HASHED}" in stack.err.getvalue()
+    assert [call[0] for call in stack.calls()] == ["skopeo", "podman", "podman"] and stack.history() == []
+
+
+def test_check_reports_drift_with_a_status_and_exit_code_of_its_own(stack, capsys):
+    stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    listing(stack, {"Name": "web_web_1", "ImageName": f"docker.io/library/nginx@{DIGEST_B}"})
+    settings = load_settings({**stack.env, "CIPUG_CHECK_DRIFT": "true"}, cwd=stack.tmp_path)
+    assert run_check(settings, Log(1, stack.out, stack.err), json_output=True) == ExitCode.DRIFT
+
+    [web] = json.loads(capsys.readouterr().out)
+    assert web["status"] == "drift"
+    assert web["drift"] == [{"container": "web_web_1", "compose_service": "web", "entry": "SERVICE_WEB_IMAGE_HASHED",
+                             "running": f"docker.io/library/nginx@{DIGEST_B}", "pinned": PIN_A}]
+
+
+def test_a_container_tool_that_cannot_list_is_a_warning_not_a_failure(stack):
+    stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+    stack.fp.register(["podman", "ps", "-a", "-q", "--filter", "label=com.docker.compose.project.working_dir"],
+                      returncode=125, stderr="cannot connect")
+
+    assert stack.run(check_drift="true") == ExitCode.OK
+    assert "cannot compare the running containers with the pins" in stack.err.getvalue()

@@ -128,6 +128,22 @@ PROBES = {
     "bad_method": f'[ {ENABLED} {{ services.cipug.settings.STOP_START_METHOD = "restart"; }} ]',
     "bad_verbosity": f"[ {ENABLED} {{ services.cipug.settings.VERBOSITY = 9; }} ]",
     "relative_root": '[ { services.cipug.enable = true; services.cipug.settings.SERVICES_ROOT = "services"; } ]',
+    "notifications": f"""[ {ENABLED} ({{ pkgs, lib, ... }}: {{
+        services.cipug.package = lib.mkForce (pkgs.callPackage ./nix/package.nix {{ }});
+        services.cipug.notifications.enable = true;
+        services.cipug.environmentFile = "/run/secrets/cipug.env";
+    }}) ]""",
+    "notifications_off": f"""[ {ENABLED} ({{ pkgs, lib, ... }}: {{
+        services.cipug.package = lib.mkForce (pkgs.callPackage ./nix/package.nix {{ }});
+    }}) ]""",
+    "notify_urls_in_store": f'[ {ENABLED} {{ services.cipug.settings.NOTIFY_URLS = "ntfys://tk_secret@ntfy.example/x"; }} ]',
+    "node_exporter": f"""[ {ENABLED} {{
+        services.prometheus.exporters.node = {{
+            enable = true; enabledCollectors = [ "systemd" ];
+            extraFlags = [ "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text-files" ];
+        }};
+    }} ]""",
+    "node_exporter_without_folder": f"[ {ENABLED} {{ services.prometheus.exporters.node.enable = true; }} ]",
     "disabled": "[ ]",
     "disabled_configured": '[ { services.cipug.settings.SERVICES_ROOT = "/srv/services"; } ]',
 }
@@ -200,7 +216,7 @@ def test_module_cases(evaluated: dict) -> None:
     assert not failed, json.dumps(failed, indent=2)
 
 
-@pytest.mark.parametrize("name", ["default", "custom"])
+@pytest.mark.parametrize("name", ["default", "custom", "metrics"])
 def test_generated_config_file(evaluated: dict, name: str) -> None:
     check = evaluated["jsonFiles"][name]
     assert json.loads(Path(check["file"]).read_text(encoding="utf-8")) == check["expected"]
@@ -240,6 +256,10 @@ def test_declared_settings_have_cipugs_names_and_defaults(evaluated: dict) -> No
         if setting.default is None or callable(setting.default):
             # Required, or computed by cipug at run time: null, left out of the file.
             assert option["default"] is None, name
+        elif option["default"] is None:
+            # Left out of the file, so cipug's own default holds: one that is off (METRICS_FILE: no file;
+            # the module's default depends on the machine, e.g. node_exporter's textfile folder).
+            assert setting.parse(setting.default, REPO) is None, name
         else:
             assert setting.parse(option["default"], REPO) == setting.parse(setting.default, REPO), name
 
@@ -388,6 +408,30 @@ def test_warnings(probes: dict) -> None:
     assert any("virtualisation.podman.enable" in w for w in probes["default"]["warnings"])
     assert probes["snapper"]["warnings"] == []
     assert probes["docker"]["warnings"] == []
+
+
+def test_notifications_build_the_package_with_apprise_and_keep_urls_out_of_the_store(probes: dict) -> None:
+    assert probes["notifications"]["finalPackageDependencies"] == ["typer", "apprise"]
+    assert probes["notifications_off"]["finalPackageDependencies"] == ["typer"]
+    service = probes["notifications"]["service"]
+    assert service["serviceConfig"]["ExecStart"] != probes["notifications_off"]["service"]["serviceConfig"]["ExecStart"]
+    # With the environment file for the URLs, notifications add no warning.
+    assert probes["notifications"]["warnings"] == probes["notifications_off"]["warnings"]
+    [message] = [m for m in probes["notify_urls_in_store"]["assertions"] if "NOTIFY_URLS" in m]
+    assert "CIPUG_NOTIFY_URLS" in message and "environmentFile" in message and "tk_secret" not in message
+
+
+def test_metrics_file_defaults_to_node_exporters_textfile_folder(probes: dict, tmp_path: Path) -> None:
+    assert probes["default"]["metricsFile"] is None
+    path = probes["node_exporter"]["metricsFile"]
+    assert path == "/var/lib/prometheus-node-exporter-text-files/cipug.prom"
+    # cipug reads what the module writes.
+    data = json.loads(Path(probes["node_exporter"]["service"]["environment"]["CIPUG_CONFIG_FILE"]).read_text())
+    environ = {"CIPUG_SERVICES_ROOT": "/srv/services", "CIPUG_METRICS_FILE": data["METRICS_FILE"],
+               "HOME": str(tmp_path)}
+    assert load_settings(environ, cwd=REPO).metrics_file == Path(path)
+    assert probes["node_exporter_without_folder"]["metricsFile"] is None
+    assert any("--collector.textfile.directory" in w for w in probes["node_exporter_without_folder"]["warnings"])
 
 
 @pytest.mark.parametrize("probe", ["disabled", "disabled_configured"])

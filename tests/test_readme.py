@@ -42,7 +42,8 @@ def test_exit_code_table_matches_the_code():
 
 def test_every_cipug_setting_mentioned_in_readme_exists():
     names = {setting.name for setting in SETTINGS} | {"CONFIG_FILE"}
-    mentioned = set(re.findall(r"CIPUG_([A-Z_]+[A-Z])", README))
+    # CIPUG_VM_* steer the VM test tier, not cipug.
+    mentioned = {name for name in re.findall(r"CIPUG_([A-Z_]+[A-Z])", README) if not name.startswith("VM_")}
     assert mentioned <= names
 
 

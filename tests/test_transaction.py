@@ -8,6 +8,12 @@ from cipug.envfile import Previous
 from cipug.errors import ExitCode
 from cipug.files import intents
 from cipug.files.intents import Intent, PinIntent
+from cipug.log import Log
+from cipug.lookup.references import Resolution
+from cipug.plan import Change, ImageEntry
+from cipug.services import select_services
+from cipug.settings import load_settings
+from cipug.transaction import restart_step
 from tests.support.fakestack import DIGEST_A, DIGEST_B, PIN_A, PIN_B, TAGGED
 
 HASHED = "SERVICE_WEB_IMAGE_HASHED"
@@ -69,3 +75,40 @@ def test_a_folder_rollback_killed_during_its_restore_is_finished(stack):
     assert env_file.read_text() == f"{TAGGED}{HASHED}={PIN_A}\n" and not path.exists()
     [record] = stack.history()
     assert (record.outcome, record.old, record.new) == ("rolled back", PIN_B, PIN_A)
+
+
+# RESTART=changed: which compose services the Restart step recreates, read from the compose file.
+
+def restart_for(stack, compose_text: str, **settings: str):
+    stack.service("web", f"{TAGGED}{HASHED}={PIN_A}\n")
+    (stack.root / "web" / "compose.yml").write_text(compose_text)
+    config = load_settings({**stack.env, **{f"CIPUG_{key}": value for key, value in settings.items()}},
+                           cwd=stack.tmp_path)
+    [service] = select_services(config, Log(0))
+    change = Change(ImageEntry(HASHED.replace("HASHED", "TAGGED"), HASHED, "nginx:latest", PIN_A),
+                    Resolution(PIN_B.split("@")[0], DIGEST_B))
+    return restart_step(config, service, [change])
+
+
+TWO = "services:\n  app:\n    image: ${SERVICE_WEB_IMAGE_HASHED}\n  db:\n    image: ${SERVICE_WEB_DB_IMAGE_HASHED}\n"
+
+
+def test_restart_changed_names_the_compose_services_using_the_changed_pins(stack):
+    step = restart_for(stack, TWO, RESTART="changed")
+    assert step.only == ("app",) and step.describe() == "recreate app (the compose services whose image changed)"
+
+
+def test_the_default_restarts_the_whole_service(stack):
+    assert restart_for(stack, TWO).describe() == "restart"
+
+
+def test_a_compose_file_not_read_with_certainty_restarts_the_whole_service_and_says_why(stack):
+    step = restart_for(stack, "x: &a\n  image: ${SERVICE_WEB_IMAGE_HASHED}\nservices:\n  app:\n    <<: *a\n",
+                       RESTART="changed")
+    assert step.only == ()
+    assert step.describe() == "restart (all of it: compose.yml: line 5: service app merges a mapping (`<<:`))"
+
+
+def test_systemd_units_are_restarted_whole(stack):
+    step = restart_for(stack, TWO, RESTART="changed", STOP_START_METHOD="systemd-system")
+    assert step.only == () and "STOP_START_METHOD=systemd-system" in step.whole_because

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 
 from ..errors import CipugError, ExitCode
 from ..files import history
+from ..files import state as state_file
 from ..files.lock import run_lock
+from ..holds import held, hold_text, now_iso, state_path
 from ..log import Log
 from ..lookup.references import Resolution, is_valid_digest
 from ..plan import Change, ImageEntry, ServicePlan, read_plan
@@ -73,9 +75,12 @@ def previous_pins(update: Sequence[history.Record], entries: Sequence[ImageEntry
 
 
 def roll_back(settings: Settings, log: Log, name: str, *, confirm: Confirm, snapshot: int | None = None,
-              image_only: bool = False, sleep: Callable[[float], None] = time.sleep,
+              image_only: bool = False, hold: bool = True, sleep: Callable[[float], None] = time.sleep,
               clock: Callable[[], float] = time.monotonic) -> ExitCode:
-    """Roll the service `name` back (see the module doc); the exit code."""
+    """Roll the service `name` back (see the module doc); the exit code.
+
+    `hold`: afterwards hold the service, naming the digests rolled back from, so update runs leave it alone.
+    """
     # A folder rollback always snapshots, stops and starts, whatever the update's settings say;
     # it waits for the service whenever HEALTH_TIMEOUT allows, AUTO_ROLLBACK or not.
     if not image_only:
@@ -94,8 +99,13 @@ def roll_back(settings: Settings, log: Log, name: str, *, confirm: Confirm, snap
         else:
             transaction = _folder_transaction(settings, log, service, update, snapshot, snapper)
         if transaction is None:
+            if hold:
+                return _hold(settings, log, service, {record.entry: record.new for record in update if record.new})
             return ExitCode.OK
         log.info(f"  steps: {transaction.describe()}")
+        if hold:
+            log.info(f"  then hold {name}, so update runs leave it alone until `cipug release {name}` (--no-hold "
+                     "skips this)")
         question = (f"Roll back the images of {name}?" if image_only
                     else f"Roll back {name} to snapshot {transaction.restored_snapshot}?")
         if not confirm(question):
@@ -103,10 +113,31 @@ def roll_back(settings: Settings, log: Log, name: str, *, confirm: Confirm, snap
             return ExitCode.OK
         applier = Applier(settings, log, ServiceControl(settings, runner, sleep=sleep, clock=clock), snapper)
         [code] = apply_all(settings, log, applier, [transaction])
+        # Held whenever .env went back, even if the service did not come up afterwards.
+        back = {record.entry: record.old for record in applier.records
+                if record.outcome == history.ROLLED_BACK and record.entry and record.old}
+        if hold and any(record.outcome == history.ROLLED_BACK for record in applier.records):
+            held_code = _hold(settings, log, service, back)
+            return code if code != ExitCode.OK else held_code
     if code == ExitCode.OK:
-        log.warning(f"{name}: the next update run moves it forward again while its tags point to the newer images; "
-                    "to keep it back, add it to SERVICES_FILTER_EXCLUDE")
+        log.warning(f"{name}: not held (--no-hold): the next update run moves it forward again while its tags point "
+                    f"to the newer images; `cipug hold {name}` keeps it back")
     return code
+
+
+def _hold(settings: Settings, log: Log, service: Service, rolled_back_from: dict[str, str]) -> ExitCode:
+    """Hold the service after a rollback (the run lock held), naming the pins it was rolled back from."""
+    path = state_path(settings)
+    new_hold = state_file.Hold(now_iso(), "cipug rollback", dict(rolled_back_from))
+    try:
+        state_file.save(path, held(state_file.load(path, log), state_file.service_key(service.folder), service.name,
+                                   new_hold))
+    except CipugError as error:
+        log.error(f"{service.name}: {error.message}; it is NOT held: the next update run may move it forward again")
+        return error.code
+    log.info(f"{service.name}: {hold_text(new_hold)}; update runs check it but change nothing until "
+             f"`cipug release {service.name}`")
+    return ExitCode.OK
 
 
 def _pin_lines(log: Log, pins: list[tuple[str, str, str | None, str | None]]) -> None:

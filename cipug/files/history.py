@@ -11,11 +11,13 @@ from typing import NamedTuple
 from ..log import Log
 
 UPDATED, ROLLED_BACK, FAILED = "updated", "rolled back", "failed"
+# A service whose containers ran other images than its pins, restarted on them.
+REPAIRED = "repaired"
 
 
 class Record(NamedTuple):
     """One change to one image entry: `old`/`new` are pinned references, `snapshot` the snapper
-    snapshot taken before it (None without one), `outcome` UPDATED, ROLLED_BACK or FAILED."""
+    snapshot taken before it (None without one), `outcome` UPDATED, ROLLED_BACK, FAILED or REPAIRED."""
 
     time: str
     service: str
@@ -27,6 +29,9 @@ class Record(NamedTuple):
     snapper_config: str | None
     outcome: str
     detail: str = ""
+    # The images' versions (OCI version label, else build time), where cipug could read them.
+    old_version: str | None = None
+    new_version: str | None = None
 
 
 def now_iso() -> str:

@@ -3,6 +3,8 @@
 It answers exactly what `skopeo inspect` reports as Name and Digest, or hands the
 reference to the fallback (skopeo) when it cannot be sure to:
 
+- registries.conf (as skopeo reads it, see registries_conf.py) configures a mirror, a
+  rewrite or a block that applies to the reference, or cannot be read;
 - a credential helper (`credHelpers`, or `credsStore` holding the login) or an
   identity token is configured for the registry, or an auth file cannot be read;
 - a registry not in REGISTRY_INSECURE_HOSTS fails TLS (untrusted certificate,
@@ -13,14 +15,24 @@ reference to the fallback (skopeo) when it cannot be sure to:
 Some answers are final, because skopeo would only repeat them at the cost of
 time (and, for Docker Hub, quota): an unknown tag (404), an unreachable
 registry (connection refused, unknown host), a registry that does not answer
-within REGISTRY_TIMEOUT, and rate limiting (429; it is retried once when
-Retry-After asks for at most RETRY_AFTER_MAX seconds).
+within REGISTRY_TIMEOUT, and rate limiting. A 429 is the pull limit when its
+body says so (Docker Hub's `toomanyrequests: You have reached your pull rate
+limit…`) or `ratelimit-remaining` is 0: that registry is sent nothing more in
+the run, and its other references fail as "not checked". Another 429 (an abuse
+limit) is retried once when Retry-After asks for at most RETRY_AFTER_MAX seconds.
+
+Round trips: the first lookup on a registry runs alone, so the others learn its
+authentication (and any 429) from it. A bearer token is asked for all of the
+run's repositories on the registry at once (repeated `scope=`, as Docker Hub
+grants them); per repository instead when the token's `access` claim (a JWT's)
+grants fewer, when the token service refuses the request, or when the registry
+answers 401 to the shared token — from then on for that registry and run.
+Idle connections are kept per host and reused.
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
 import http.client
 import io
 import json
@@ -31,7 +43,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -39,7 +51,9 @@ from typing import cast
 from .. import __version__
 from ..errors import CipugError, ExitCode
 from ..log import Log
+from .ratelimits import LookupReport, RateLimit, lower, parse_rate_limit
 from .references import DOCKER_HUB, Reference, Resolution, is_valid_digest, parse_reference
+from .registries_conf import RegistriesConf
 
 # Asking for lists and indexes too makes a multi-arch tag answer with the list's
 # digest, which is what skopeo reports.
@@ -56,6 +70,8 @@ _DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 RETRY_AFTER_MAX = 5.0
 # Token answers are small; a bigger body is not a token service.
 _BODY_MAX = 1 << 20
+# A token request names at most this many characters of scopes (50 repositories take about 2000).
+_SCOPES_QUERY_MAX = 6000
 # Host names under which auth files know Docker Hub.
 _DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
@@ -68,11 +84,26 @@ class _Failed(Exception):
     """A final answer for the reference: skopeo would say the same."""
 
 
+class _NotChecked(_Failed):
+    """The registry answered a pull-limit 429 to an earlier lookup: it is sent nothing more this run."""
+
+
 @dataclass
 class _TokenSlot:
     # One lock per scope: threads asking for the same repository wait for one token request.
     lock: threading.Lock = field(default_factory=threading.Lock)
     token: str | None = None
+
+
+@dataclass
+class _Grant:
+    """A token asked for several repositories' pull scopes at once, and what it turned out to grant."""
+
+    scopes: tuple[str, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    token: str | None = None
+    granted: frozenset[str] | None = None  # from the token's `access` claim; None: not a JWT, unknown
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +164,12 @@ def _deadline_response(deadline: float) -> type[http.client.HTTPResponse]:
 
 
 class RegistryResolver:
-    """Resolves tags with HEAD requests; safe to call from several threads at once."""
+    """Resolves tags with HEAD requests; safe to call from several threads at once.
+
+    `expect()` names the references a run will look up, so that one token can cover all of a
+    registry's repositories. The first lookup on each registry runs alone: it learns how the
+    registry authenticates (and whether it is rate limiting) before the others send anything.
+    """
 
     def __init__(
         self,
@@ -141,22 +177,53 @@ class RegistryResolver:
         timeout: float,
         log: Log,
         fallback: Callable[[str], Resolution] | None,
+        registries_conf: RegistriesConf | None = None,
     ) -> None:
         self._insecure = frozenset(host.lower() for host in insecure_hosts)
         self._timeout = timeout
         self._log = log
         self._fallback = fallback
+        # None: not consulted (the caller, make_lookups, passes what skopeo would read).
+        self._registries_conf = registries_conf
         # Loading the CA certificates takes tens of milliseconds: only when https is needed.
         self._ssl: ssl.SSLContext | None = None
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._tokens: dict[tuple[str, str, str], _TokenSlot] = {}
+        # One token for several repositories: by realm, service and credentials.
+        self._grants: dict[tuple[str, str, tuple[str, str] | None], _Grant] = {}
+        # Registries whose token service did not grant several repositories at once.
+        self._per_repository: set[str] = set()
+        self._expected: dict[str, set[str]] = {}
+        self._gates: dict[str, threading.Event] = {}
         # What each registry asked for, so the next repository sends it right away.
         self._bearer: dict[str, tuple[str, str]] = {}
         self._basic: set[str] = set()
         self._auth_files: list[_AuthFile] | None = None
         # Why each reference handed to the fallback could not be answered here.
         self.fallbacks: dict[str, str] = {}
+        # By registry: the lowest remaining budget it told, and those that answered a pull-limit 429.
+        self.rate_limits: dict[str, RateLimit] = {}
+        self.stopped: dict[str, float | None] = {}
+        self._stop_reasons: dict[str, str] = {}
+
+    def expect(self, references: Iterable[str]) -> None:
+        """The references this run will look up: their repositories share a token where the registry allows."""
+        for reference in references:
+            try:
+                ref = parse_reference(reference)
+            except ValueError:
+                continue
+            if not ref.digest:
+                with self._lock:
+                    self._expected.setdefault(ref.registry, set()).add(ref.repository)
+
+    def report(self) -> LookupReport:
+        with self._lock:
+            return LookupReport(dict(self.rate_limits), dict(self.stopped), dict(self.fallbacks))
+
+    def __call__(self, reference: str) -> Resolution:
+        return self.resolve(reference)
 
     def resolve(self, reference: str) -> Resolution:
         """The Name and Digest skopeo would report; CipugError(RESOLVE_FAILED) when there is none."""
@@ -167,7 +234,9 @@ class RegistryResolver:
         if ref.digest:
             return Resolution(ref.name, ref.digest)
         try:
-            return self._lookup(ref)
+            return self._lookup(ref, reference)
+        except _NotChecked as stopped:
+            raise CipugError(f"{reference}: not checked: {stopped}", ExitCode.RESOLVE_FAILED) from None
         except _Failed as failure:
             raise CipugError(f"{reference} could not be resolved: {failure}", ExitCode.RESOLVE_FAILED) from None
         except _Fallback as cannot:
@@ -175,7 +244,8 @@ class RegistryResolver:
         if self._fallback is None:
             raise CipugError(f"{reference} could not be resolved: {reason} (REGISTRY_FALLBACK is off)",
                              ExitCode.RESOLVE_FAILED)
-        self.fallbacks[reference] = reason
+        with self._lock:
+            self.fallbacks[reference] = reason
         self._log.verbose(f"{reference}: falling back to skopeo because {reason}")
         return self._fallback(reference)
 
@@ -189,22 +259,49 @@ class RegistryResolver:
 
     # The manifest request and its authentication.
 
-    def _lookup(self, ref: Reference) -> Resolution:
+    def _lookup(self, ref: Reference, written: str) -> Resolution:
+        self._check_stopped(ref.registry)
+        if self._registries_conf is not None:
+            reason = self._registries_conf.reason(ref, written)
+            if reason:
+                raise _Fallback(reason)
         credentials = self._credentials(ref)
+        with self._lock:
+            gate = self._gates.get(ref.registry)
+            first = gate is None
+            if gate is None:
+                gate = self._gates[ref.registry] = threading.Event()
+        if first:
+            try:
+                return self._head(ref, credentials)
+            finally:
+                gate.set()
+        # Bounded: the first lookup makes at most four requests, each within the timeout, and one wait.
+        gate.wait(4 * self._timeout + RETRY_AFTER_MAX)
+        return self._head(ref, credentials)
+
+    def _head(self, ref: Reference, credentials: tuple[str, str] | None) -> Resolution:
         scheme = "http" if ref.registry.lower() in self._insecure else "https"
         host = _DOCKER_HUB_ENDPOINT if ref.registry == DOCKER_HUB else ref.registry
         target = f"/v2/{ref.repository}/manifests/{ref.tag}"
         authorization = self._known_authorization(ref, credentials)
-        challenged = rate_limited = False
+        challenged = rate_limited = shared_refused = False
         while True:
+            self._check_stopped(ref.registry)
             headers = {"Accept": _ACCEPT, "User-Agent": _USER_AGENT}
             if authorization:
                 headers["Authorization"] = authorization
             answer = self._request("HEAD", scheme, host, target, headers)
+            self._note_rate_limit(ref.registry, answer)
             if answer.status == 200:
                 return self._resolution(ref, host, answer)
             if answer.status == 401 and not challenged:
                 challenged = True
+                authorization = self._meet_challenge(ref, host, answer, credentials, authorization)
+                continue
+            if answer.status == 401 and not shared_refused and self._is_shared(authorization):
+                # The token for several repositories does not cover this one: once more with its own.
+                shared_refused = True
                 authorization = self._meet_challenge(ref, host, answer, credentials, authorization)
                 continue
             if answer.status == 401:
@@ -212,7 +309,7 @@ class RegistryResolver:
             if answer.status == 404:
                 raise _Failed(f"tag {ref.tag} not found in registry {ref.registry} (repository {ref.repository})")
             if answer.status == 429:
-                wait = _retry_after(answer.headers.get("Retry-After"))
+                wait = self._rate_limited(ref.registry, answer)
                 if not rate_limited and wait is not None and wait <= RETRY_AFTER_MAX:
                     rate_limited = True
                     time.sleep(wait)
@@ -233,6 +330,52 @@ class RegistryResolver:
             raise _Fallback(f"{host} answered with manifest type {media_type}")
         return Resolution(ref.name, digest)
 
+    # Rate limits.
+
+    def _note_rate_limit(self, registry: str, answer: _Answer) -> RateLimit | None:
+        limit = parse_rate_limit(answer.headers)
+        if limit is not None:
+            with self._lock:
+                self.rate_limits[registry] = lower(self.rate_limits.get(registry), limit)
+        return limit
+
+    def _rate_limited(self, registry: str, answer: _Answer) -> float | None:
+        """A 429: the pull limit stops every lookup on the registry (_Failed); an abuse limit's wait is returned."""
+        wait = _retry_after(answer.headers.get("Retry-After"))
+        limit = parse_rate_limit(answer.headers)
+        body = answer.body.lower()
+        if not (b"pull rate limit" in body or b"toomanyrequests" in body or (limit and limit.remaining == 0)):
+            return wait
+        window = limit.window if limit else None
+        until = time.time() + wait if wait is not None else time.time() + window if window else None
+        when = "" if until is None else (
+            " until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
+            + (" at the latest (the rate limit's window)" if wait is None else ""))
+        excerpt = answer.body[:200].decode("utf-8", "replace").strip()
+        self._stop(registry, f"registry {registry} answered a pull-limit 429; nothing more is sent to it this run{when}",
+                   until, f"pull rate limit reached (HTTP 429{': ' + excerpt if excerpt else ''}); ")
+        raise _Failed(f"registry {registry} refused the lookup: pull rate limit reached (HTTP 429){when}")
+
+    def _stop(self, registry: str, reason: str, until: float | None, why: str) -> None:
+        """Send the registry nothing more this run; one warning line, the first time."""
+        with self._lock:
+            first = registry not in self.stopped
+            if first:
+                self.stopped[registry] = until
+                self._stop_reasons[registry] = reason
+        if first:
+            when = "" if until is None else " until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until))
+            self._log.warning(f"registry {registry}: {why or reason + '; '}its remaining references are not checked "
+                              f"this run{when}")
+
+    def _check_stopped(self, registry: str) -> None:
+        with self._lock:
+            reason = self._stop_reasons.get(registry)
+        if reason:
+            raise _NotChecked(reason)
+
+    # Authentication.
+
     def _known_authorization(self, ref: Reference, credentials: tuple[str, str] | None) -> str | None:
         """Authenticate the first request as the registry asked before, saving a 401 round trip."""
         with self._lock:
@@ -240,7 +383,7 @@ class RegistryResolver:
             basic = ref.registry in self._basic
         if bearer:
             realm, service = bearer
-            return "Bearer " + self._token(realm, service, _pull_scope(ref), credentials, None)
+            return "Bearer " + self._token(ref, realm, service, _pull_scope(ref), credentials, None)
         if basic and credentials:
             return _basic_authorization(credentials)
         return None
@@ -259,7 +402,7 @@ class RegistryResolver:
             with self._lock:
                 self._bearer[ref.registry] = (realm, service)
             scope = params.get("scope") or _pull_scope(ref)
-            return "Bearer " + self._token(realm, service, scope, credentials, refused)
+            return "Bearer " + self._token(ref, realm, service, scope, credentials, refused)
         if "basic" in challenges:
             if credentials is None:
                 raise _Fallback(f"{host} asks for a password and no auth file has one for {ref.name}")
@@ -268,29 +411,109 @@ class RegistryResolver:
             return _basic_authorization(credentials)
         raise _Fallback(f"{host} answered 401 without a Bearer or Basic challenge")
 
-    def _token(
-        self, realm: str, service: str, scope: str, credentials: tuple[str, str] | None, refused: str | None
-    ) -> str:
-        """One token per scope for the whole run, fetched again only when the registry refused it."""
+    def _token(self, ref: Reference, realm: str, service: str, scope: str, credentials: tuple[str, str] | None,
+               refused: str | None) -> str:
+        """A token for `scope`: the registry's shared token where it grants several repositories, else one per scope."""
+        shared = self._shared_token(ref, realm, service, scope, credentials, refused)
+        if shared is not None:
+            return shared
         with self._lock:
             slot = self._tokens.setdefault((realm, service, scope), _TokenSlot())
         with slot.lock:
             if slot.token is None or f"Bearer {slot.token}" == refused:
-                slot.token = self._fetch_token(realm, service, scope, credentials)
+                slot.token = self._fetch_token(ref.registry, realm, service, [scope], credentials)
             return slot.token
 
-    def _fetch_token(self, realm: str, service: str, scope: str, credentials: tuple[str, str] | None) -> str:
+    def _shared_token(self, ref: Reference, realm: str, service: str, scope: str,
+                      credentials: tuple[str, str] | None, refused: str | None) -> str | None:
+        """One token for all of this run's repositories on the registry with these credentials, asked for at once.
+
+        None when there is no such token for `scope`: a single repository, a registry that refused a
+        shared token before (a 401 with it) or granted fewer scopes than asked (its `access` claim).
+        """
+        with self._lock:
+            if ref.registry in self._per_repository:
+                return None
+            grant = self._grants.get((realm, service, credentials))
+        if grant is None:
+            scopes = self._run_scopes(ref, credentials) | {scope}
+            if len(scopes) < 2:
+                return None
+            with self._lock:
+                grant = self._grants.setdefault((realm, service, credentials), _Grant(_bounded(scopes, scope)))
+        with grant.lock:
+            if grant.token is None and not grant.failed:
+                try:
+                    grant.token = self._fetch_token(ref.registry, realm, service, grant.scopes, credentials)
+                except _Fallback as cannot:
+                    grant.failed = True
+                    self._per_repository_from_now(ref.registry, f"its token service refused {len(grant.scopes)} "
+                                                                f"scopes at once ({cannot})")
+                    return None
+                grant.granted = _granted_scopes(grant.token)
+                if grant.granted is not None and not set(grant.scopes) <= grant.granted:
+                    self._log.verbose(f"registry {ref.registry}: its token grants {len(grant.granted & set(grant.scopes))}"
+                                      f" of {len(grant.scopes)} repositories asked for at once; one token per "
+                                      "repository for the rest")
+            token = grant.token
+        if token is None:
+            return None
+        if refused == f"Bearer {token}":
+            self._per_repository_from_now(ref.registry, f"it refused the token for several repositories on {ref.repository}")
+            return None
+        if scope not in grant.scopes or (grant.granted is not None and scope not in grant.granted):
+            return None
+        return token
+
+    def _is_shared(self, authorization: str | None) -> bool:
+        with self._lock:
+            return any(authorization == f"Bearer {grant.token}" for grant in self._grants.values() if grant.token)
+
+    def _run_scopes(self, ref: Reference, credentials: tuple[str, str] | None) -> set[str]:
+        """The pull scopes of this run's repositories on `ref`'s registry that use the same credentials."""
+        with self._lock:
+            repositories = sorted(self._expected.get(ref.registry, ()))
+        scopes = set()
+        for repository in repositories:
+            other = ref._replace(repository=repository)
+            try:
+                same = self._credentials(other) == credentials
+            except _Fallback:
+                same = False
+            if same:
+                scopes.add(_pull_scope(other))
+        return scopes
+
+    def _per_repository_from_now(self, registry: str, why: str) -> None:
+        with self._lock:
+            first = registry not in self._per_repository
+            self._per_repository.add(registry)
+        if first:
+            self._log.verbose(f"registry {registry}: one token per repository, because {why}")
+
+    def _fetch_token(self, registry: str, realm: str, service: str, scopes: Sequence[str],
+                     credentials: tuple[str, str] | None) -> str:
         url = urllib.parse.urlsplit(realm)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise _Fallback(f"the token realm {realm!r} is not an http(s) URL")
         if url.scheme == "http" and url.netloc.lower() not in self._insecure:
             raise _Fallback(f"the token realm {realm} is plain HTTP and {url.netloc} is not in REGISTRY_INSECURE_HOSTS")
-        query = urllib.parse.urlencode([("service", service), ("scope", scope)] if service else [("scope", scope)])
+        parameters = ([("service", service)] if service else []) + [("scope", scope) for scope in scopes]
+        query = urllib.parse.urlencode(parameters)
         target = (url.path or "/") + "?" + (f"{url.query}&{query}" if url.query else query)
         headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
         if credentials:
             headers["Authorization"] = _basic_authorization(credentials)
+        self._check_stopped(registry)
         answer = self._request("GET", url.scheme, url.netloc, target, headers)
+        self._note_rate_limit(registry, answer)
+        if answer.status == 429:
+            self._rate_limited(registry, answer)
+            # Another 429 at the token service: without tokens nothing can be looked up there, and every
+            # lookup asking again would only prolong the limit.
+            reason = f"the token service {url.netloc} of {registry} is rate limiting requests (HTTP 429)"
+            self._stop(registry, reason, None, "")
+            raise _Failed(reason)
         if answer.status != 200:
             raise _Fallback(f"the token service {url.netloc} answered HTTP {answer.status} {answer.reason}".rstrip())
         try:
@@ -487,6 +710,39 @@ def _auth_key_registry(key: str, legacy: bool) -> str:
     return _registry_key(stripped)
 
 
+def _bounded(scopes: Iterable[str], first: str) -> tuple[str, ...]:
+    """The scopes of one token request, `first` among them, within a query a token service accepts."""
+    chosen = [first]
+    length = len(first)
+    for scope in sorted(set(scopes) - {first}):
+        length += len(scope) + 8  # "&scope=" and URL escaping's slack
+        if length > _SCOPES_QUERY_MAX:
+            break
+        chosen.append(scope)
+    return tuple(chosen)
+
+
+def _granted_scopes(token: str) -> frozenset[str] | None:
+    """The `repository:NAME:ACTION` scopes a JWT's `access` claim grants; None when the token is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, TypeError):
+        return None
+    access = claims.get("access") if isinstance(claims, dict) else None
+    if not isinstance(access, list):
+        return None
+    granted: set[str] = set()
+    for item in access:
+        if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("actions"), list):
+            granted.update(f"{item.get('type')}:{item['name']}:{action}" for action in item["actions"]
+                           if isinstance(action, str))
+    return frozenset(granted)
+
+
 def _pull_scope(ref: Reference) -> str:
     return f"repository:{ref.repository}:pull"
 
@@ -524,6 +780,9 @@ def _retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    # An HTTP date is rare (registries send seconds), and email.utils costs milliseconds to import.
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

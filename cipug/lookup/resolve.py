@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from ..errors import CipugError
 from ..log import Log
@@ -11,22 +15,57 @@ from ..programs.process import Runner
 from ..programs.tools import lookup_tools, require_tools
 from ..settings import Settings
 from .cache import ResolutionCache
+from .ratelimits import LookupReport
 from .references import Resolution, Resolver
 from .skopeo import skopeo_resolver
 
+# What the lookups of the commands running in this context learnt (rate limits, registries stopped).
+_RECORDING: ContextVar[LookupReport | None] = ContextVar("cipug_lookup_report", default=None)
 
-def make_resolver(settings: Settings, log: Log) -> Resolver:
+
+@contextmanager
+def recording() -> Iterator[LookupReport]:
+    """Collect what the lookups inside the block learn about the registries: `with recording() as report:`."""
+    report = LookupReport()
+    token = _RECORDING.set(report)
+    try:
+        yield report
+    finally:
+        _RECORDING.reset(token)
+
+
+@dataclass
+class Lookups:
+    """A configured resolver: `resolve` run `workers` at a time, told the run's references first by `expect`."""
+
+    resolve: Resolver
+    workers: int
+    expect: Callable[[list[str]], None] = lambda references: None
+    report: Callable[[], LookupReport] = LookupReport
+    close: Callable[[], None] = lambda: None
+
+
+def make_lookups(settings: Settings, log: Log) -> Lookups:
     """The configured resolver; exit 10 when a tool it needs is missing."""
     require_tools(lookup_tools(settings))
     skopeo = skopeo_resolver(settings.skopeo_tool, settings.registry_timeout, Runner(log))
     if settings.resolver == "skopeo":
-        return skopeo
+        return Lookups(skopeo, settings.resolve_workers)
     # The HTTP client is loaded only when the registry resolver is asked for.
+    from .registries_conf import load_registries_conf
     from .registry import RegistryResolver
 
+    # The HEAD lookups run REGISTRY_WORKERS at a time; skopeo, where they hand over, RESOLVE_WORKERS.
+    skopeo_slots = threading.BoundedSemaphore(settings.resolve_workers)
+
+    def bounded_skopeo(reference: str) -> Resolution:
+        with skopeo_slots:
+            return skopeo(reference)
+
     resolver = RegistryResolver(settings.registry_insecure_hosts, settings.registry_timeout, log,
-                                skopeo if settings.registry_fallback else None)
-    return resolver.resolve
+                                bounded_skopeo if settings.registry_fallback else None,
+                                load_registries_conf(settings.skopeo_tool))
+    return Lookups(resolver.resolve, settings.registry_workers, resolver.expect, resolver.report, resolver.close)
 
 
 def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, log: Log, *,
@@ -36,8 +75,9 @@ def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, 
     A cached answer is taken only when it says every one of those pins is current: an answer that
     would change a pin is looked up again, as an older cache (another user's, another
     CACHE_LOCATION) must never move a pin back. `refresh` skips the cache, and saves what it
-    finds. The rest runs `RESOLVE_WORKERS` at a time; the resolver (and its tools) is needed only
-    when something must be looked up. Failures are returned, not raised.
+    finds. The rest runs `REGISTRY_WORKERS` (skopeo: `RESOLVE_WORKERS`) at a time; the resolver
+    (and its tools) is needed only when something must be looked up. Failures are returned, not
+    raised. What the registries said about their rate limits goes to `recording()`'s report.
     """
     cache = ResolutionCache.load(settings.cache_location, settings.cache_duration, log, time.time())
     results: dict[str, Resolution | CipugError] = {}
@@ -52,7 +92,13 @@ def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, 
                 log.verbose(f"{reference}: the cache says {cached.pinned}, which is not the pin: looking it up again")
             pending.append(reference)
     if pending:
-        results |= _look_up(pending, make_resolver(settings, log), settings.resolve_workers, log)
+        lookups = make_lookups(settings, log)
+        lookups.expect(pending)
+        try:
+            results |= _look_up(pending, lookups.resolve, lookups.workers, log)
+        finally:
+            lookups.close()
+        _report(lookups.report(), log)
         for reference in pending:
             outcome = results[reference]
             if isinstance(outcome, Resolution):
@@ -75,3 +121,11 @@ def _look_up(references: list[str], resolver: Resolver, workers: int, log: Log) 
 
     with ThreadPoolExecutor(max_workers=min(workers, len(references))) as pool:
         return dict(zip(references, pool.map(attempt, references)))
+
+
+def _report(report: LookupReport, log: Log) -> None:
+    for registry, limit in sorted(report.rate_limits.items()):
+        log.verbose(f"registry {registry}: rate limit: {limit.describe()}")
+    recorder = _RECORDING.get()
+    if recorder is not None:
+        recorder.merge(report)

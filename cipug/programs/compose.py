@@ -6,17 +6,18 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ..errors import CipugError, ExitCode
 from ..services import Service
 from ..settings import Settings
+from .containers import WORKING_DIR_LABEL
 from .process import Runner, describe
 
-# Both docker compose and podman-compose label containers with the project folder, which
-# finds a service's containers without re-deriving each tool's project-name rules.
-WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
+# The compose service a container belongs to: set by docker compose v2, docker-compose v1 and
+# podman-compose alike, while container names differ (v2 `proj-web-1`, the others `proj_web_1`).
+SERVICE_LABEL = "com.docker.compose.service"
 
 
 # Seconds between polls while waiting for a service.
@@ -41,13 +42,37 @@ def check_interval(container: dict[str, Any]) -> float:
     return interval / 1e9 if isinstance(interval, int) and interval > 0 else PODMAN_CHECK_INTERVAL
 
 
+def compose_service(container: dict[str, Any]) -> str:
+    """The compose service of a container from `inspect` ("" for one no compose tool made)."""
+    labels = (container.get("Config") or {}).get("Labels") or {}
+    return str(labels.get(SERVICE_LABEL) or "")
+
+
+def container_name(container: dict[str, Any]) -> str:
+    """The container's name as the tools show it: docker's inspect has a leading `/`, podman's not."""
+    return str(container.get("Name") or str(container.get("Id", "?"))[:12]).lstrip("/")
+
+
+def recreates_changed(compose: tuple[str, ...]) -> bool:
+    """Whether `<compose> up -d` recreates exactly the containers whose configuration changed.
+
+    docker compose (v2, also as the standalone `docker-compose` binary) and docker-compose v1 keep a
+    hash of each container's configuration and recreate those whose hash moved. podman-compose 1.0
+    keeps none: its `up -d` leaves an existing container as it is (its `podman run` fails on the taken
+    name and it starts the old one), and `down SERVICE` also stops the services SERVICE depends on.
+    Any other tool is treated like podman-compose: its way (remove, then `up -d SERVICE`) works with all.
+    """
+    program = os.path.basename(compose[0])
+    return program == "docker-compose" or (program == "docker" and compose[1:2] == ("compose",))
+
+
 def container_problems(containers: list[dict[str, Any]]) -> list[str]:
     """Why containers from `inspect` are not up: not running, or not healthy where checked."""
     if not containers:
         return ["no containers found"]
     problems = []
     for container in containers:
-        name = str(container.get("Name") or container.get("Id", "?")[:12]).lstrip("/")
+        name = container_name(container)
         if status(container) != "running":
             problems.append(f"{name} is {status(container)}")
         elif health(container) not in ("", "healthy"):
@@ -78,9 +103,15 @@ class ServiceControl:
             argv += ["--env-file", service.env_file.name]
         return argv + list(arguments)
 
-    def check(self, service: Service) -> None:
-        self.runner.output(self.compose(service, "ps"), ExitCode.COMPOSE_UNUSABLE,
-                           "the compose tool does not work here", cwd=service.folder)
+    def check(self, service: Service, unwritten: Mapping[str, str] | None = None) -> None:
+        """`<compose> ps` in the folder. `unwritten` are pins about to be written for the first time:
+        docker compose v2 refuses a file whose `image: ${…_HASHED}` is empty ("service has neither an
+        image nor a build context"), so the check gets them in its environment (`env NAME=value`), as
+        compose reads them after the write. Values .env already holds are checked as they are."""
+        assignments = [f"{name}={value}" for name, value in sorted((unwritten or {}).items())]
+        argv = ["env", *assignments, *self.compose(service, "ps")] if assignments else self.compose(service, "ps")
+        self.runner.output(argv, ExitCode.COMPOSE_UNUSABLE, "the compose tool does not work here",
+                           cwd=service.folder)
 
     def pull(self, service: Service, references: list[str]) -> None:
         """Pull, then make sure every new image is really there: podman-compose 1.0 exits 0
@@ -92,15 +123,41 @@ class ServiceControl:
             raise CipugError(f"pull failed: {', '.join(missing)} not present after "
                              f"`{describe(self.compose(service, 'pull'))}`", ExitCode.PULL_FAILED)
 
-    def restart(self, service: Service) -> None:
-        if self.settings.stop_start_method == "compose":
+    def restart(self, service: Service, only: Sequence[str] = ()) -> None:
+        """Restart the whole service, or with `only` recreate just those compose services (and what the
+        compose tool recreates with them)."""
+        if only:
+            self.recreate(service, only)
+        elif self.settings.stop_start_method == "compose":
             self.stop(service)
             self.start(service)
         else:
             self.runner.output(self._systemctl("restart", service), ExitCode.RESTART_FAILED,
                                "restart failed")
 
-    def stop(self, service: Service) -> None:
+    def recreate(self, service: Service, only: Sequence[str]) -> None:
+        """Recreate the containers of the compose services `only` on the images the files name now."""
+        if recreates_changed(self.settings.compose_tool):
+            # It recreates what changed, and what it must recreate with it; others keep running.
+            self.start(service)
+            return
+        self.remove(service, only)
+        self.runner.output(self.compose(service, "up", "-d", *only), ExitCode.RESTART_FAILED, "starting failed",
+                           cwd=service.folder)
+
+    def remove(self, service: Service, only: Sequence[str]) -> None:
+        """Stop and remove the containers of the compose services `only`, with the container tool: the same
+        for every compose tool, and podman-compose's `down SERVICE` would take SERVICE's dependencies too."""
+        ids = [str(container.get("Id")) for container in self.containers(service)
+               if compose_service(container) in only]
+        if ids:
+            self.runner.output([*self.settings.container_tool, "rm", "--force", *ids], ExitCode.RESTART_FAILED,
+                               "stopping failed")
+
+    def stop(self, service: Service, only: Sequence[str] = ()) -> None:
+        if only:
+            self.remove(service, only)
+            return
         argv = (self.compose(service, "down") if self.settings.stop_start_method == "compose"
                 else self._systemctl("stop", service))
         self.runner.output(argv, ExitCode.RESTART_FAILED, "stopping failed", cwd=service.folder)
@@ -128,16 +185,24 @@ class ServiceControl:
             return []
         return containers if isinstance(containers, list) else []
 
-    def wait_until_up(self, service: Service, timeout: float) -> list[str]:
+    def wait_until_up(self, service: Service, timeout: float, kept: Collection[str] = (),
+                      recreated: Sequence[str] = ()) -> list[str]:
         """Poll until every container runs (and is healthy where checked) twice in a row, a second
         apart, so one that exits at once is caught; the problems left at the timeout, else [].
-        With podman, the health checks that are due are run in between."""
+        With podman, the health checks that are due are run in between.
+
+        After recreating only the compose services `recreated`, `kept` holds the ids of the containers
+        there were before: those still there were left alone and are not waited for, and each of
+        `recreated` must have a new container.
+        """
         deadline = self.clock() + timeout
         good_polls = 0
         checks_due: dict[str, float] = {}
         while True:
-            containers = self.containers(service)
-            problems = container_problems(containers)
+            containers = [container for container in self.containers(service) if str(container.get("Id")) not in kept]
+            problems = container_problems(containers) if containers or not recreated else []
+            new = {compose_service(container) for container in containers}
+            problems += [f"{name} has no new container" for name in recreated if name not in new]
             good_polls = 0 if problems else good_polls + 1
             if good_polls == 2:
                 return []

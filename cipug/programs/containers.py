@@ -37,3 +37,32 @@ def compose_containers(settings: Settings, runner: Runner) -> dict[Path, list[di
         if isinstance(folder, str):
             by_folder.setdefault(Path(folder).resolve(), []).append(container)
     return by_folder
+
+
+VERSION_LABEL = "org.opencontainers.image.version"
+
+
+def image_version(inspected: dict[str, Any]) -> str | None:
+    """An image's version: its OCI version label, else when it was created; None when neither is known."""
+    labels = inspected.get("Labels") or (inspected.get("Config") or {}).get("Labels") or {}
+    version = labels.get(VERSION_LABEL)
+    if isinstance(version, str) and version.strip():
+        return version.strip()
+    created = inspected.get("Created")
+    # Both podman and docker give an RFC 3339 time; to the second is enough to tell builds apart.
+    return f"built {created[:19].replace('T', ' ')}" if isinstance(created, str) and len(created) >= 19 else None
+
+
+def image_versions(settings: Settings, runner: Runner, references: list[str]) -> dict[str, str]:
+    """The versions of the local images among `references` (a reference not present locally is left out)."""
+    versions = {}
+    for reference in dict.fromkeys(references):
+        result = runner.run([*settings.container_tool, "image", "inspect", reference])
+        try:
+            [inspected] = json.loads(result.stdout) if result.returncode == 0 else [None]
+        except ValueError:
+            continue
+        version = image_version(inspected) if isinstance(inspected, dict) else None
+        if version:
+            versions[reference] = version
+    return versions

@@ -72,10 +72,11 @@ class Runner:
     def __init__(self, log: Log) -> None:
         self.log = log
 
-    def run(self, argv: Sequence[str], *, cwd: Path | None = None,
-            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: Sequence[str], *, cwd: Path | None = None, timeout: float | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run argv; its result (text). A program that cannot be started is exit 10, and one still
-        running after `timeout` seconds raises subprocess.TimeoutExpired.
+        running after `timeout` seconds raises subprocess.TimeoutExpired. `input` is written to its
+        standard input, which is otherwise /dev/null.
 
         A program run from the main thread gets a session of its own, so that when the timeout
         expires or cipug is interrupted (SIGTERM, Ctrl-C) the program and every process it started
@@ -90,7 +91,8 @@ class Runner:
         try:
             process = subprocess.Popen(
                 list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                stdin=subprocess.DEVNULL, env=child_environment(), start_new_session=own_session,
+                stdin=subprocess.DEVNULL if input is None else subprocess.PIPE, env=child_environment(),
+                start_new_session=own_session,
             )
         except FileNotFoundError:
             raise CipugError(f"required tool not found: {argv[0]}", ExitCode.TOOL_MISSING) from None
@@ -98,7 +100,7 @@ class Runner:
             raise CipugError(f"tool cannot be run (permission denied): {argv[0]}", ExitCode.TOOL_MISSING) from None
         with process:
             try:
-                stdout, stderr = process.communicate(timeout=timeout)
+                stdout, stderr = process.communicate(input, timeout=timeout)
             except BaseException:
                 _end(process, own_session)
                 raise

@@ -70,13 +70,37 @@ let
   ];
   disabled = evalConfig [ ];
 
+  # node_exporter with its textfile collector reading `flags`' folder.
+  nodeExporter =
+    extra:
+    cipug [
+      {
+        virtualisation.podman.enable = true;
+        services.cipug.settings.SERVICE_SNAPSHOT = false;
+        services.prometheus.exporters.node = {
+          enable = true;
+        }
+        // extra;
+      }
+    ];
+  metricsFile = config: config.services.cipug.settings.METRICS_FILE;
+  # Notifications need a package built with buildPythonApplication, to add apprise to.
+  notifying = cipug [
+    {
+      services.cipug.package = lib.mkForce (pkgs.callPackage ../package.nix { });
+      services.cipug.notifications.enable = true;
+      services.cipug.environmentFile = "/run/secrets/cipug.env";
+    }
+  ];
+  notNotifying = cipug [ { services.cipug.package = lib.mkForce (pkgs.callPackage ../package.nix { }); } ];
+
   # The file every enabled configuration gets with no other setting: the
   # declared settings with cipug's defaults, nothing left as null.
   defaultJSON = {
     SERVICES_ROOT = root;
     SERVICES_FILTER = [ ];
     SERVICES_FILTER_EXCLUDE = [ ];
-    COMPOSE_FILE_NAME = "compose.yml";
+    COMPOSE_FILE_NAME = "";
     ENV_FILE_NAME = ".env";
     COMPOSE_TOOL = "podman-compose";
     CONTAINER_TOOL = "podman";
@@ -89,7 +113,8 @@ let
     HEALTH_TIMEOUT = 60;
     VERBOSITY = 1;
     CACHE_DURATION = 3600;
-    RESOLVER = "skopeo";
+    RESOLVER = "registry";
+    NOTIFY_COMMAND = "";
   };
 
   customSettings = {
@@ -110,6 +135,17 @@ in
     custom = {
       file = (service (withSettings customSettings)).environment.CIPUG_CONFIG_FILE;
       expected = defaultJSON // customSettings;
+    };
+    # node_exporter's textfile collector: the metrics file is in its folder.
+    metrics = {
+      file =
+        (service (nodeExporter {
+          extraFlags = [ "--collector.textfile.directory=/run/textfile" ];
+        })).environment.CIPUG_CONFIG_FILE;
+      expected = defaultJSON // {
+        SERVICE_SNAPSHOT = false;
+        METRICS_FILE = "/run/textfile/cipug.prom";
+      };
     };
   };
 
@@ -518,6 +554,126 @@ in
     };
     testNoWarningsForDocker = {
       expr = cipugWarnings docker;
+      expected = [ ];
+    };
+
+    # Notifications and metrics
+    testNotificationsAddApprise = {
+      # The package the service and the `cipug` command run is another one.
+      expr = {
+        service = (service notifying).serviceConfig.ExecStart != (service notNotifying).serviceConfig.ExecStart;
+        final = notifying.services.cipug.finalPackage != notNotifying.services.cipug.finalPackage;
+        command = commandHas (lib.getExe notifying.services.cipug.finalPackage) (commandText notifying);
+      };
+      expected = {
+        service = true;
+        final = true;
+        command = true;
+      };
+    };
+    testNoApprisePackageByDefault = {
+      expr = plain.services.cipug.finalPackage == plain.services.cipug.package;
+      expected = true;
+    };
+    testNoWarningsWhenNotifying = {
+      expr = cipugWarnings (cipug [
+        {
+          services.cipug.package = lib.mkForce (pkgs.callPackage ../package.nix { });
+          services.cipug.notifications.enable = true;
+          services.cipug.environmentFile = "/run/secrets/cipug.env";
+          virtualisation.podman.enable = true;
+          services.cipug.settings.SERVICE_SNAPSHOT = false;
+        }
+      ]);
+      expected = [ ];
+    };
+    testWarnNotificationsWithoutEnvironmentFile = {
+      expr = anyMentions "CIPUG_NOTIFY_URLS" (
+        cipugWarnings (cipug [
+          {
+            services.cipug.package = lib.mkForce (pkgs.callPackage ../package.nix { });
+            services.cipug.notifications.enable = true;
+          }
+        ])
+      );
+      expected = true;
+    };
+    testAssertNotifyUrlsNotInTheStore = {
+      expr = anyMentions "CIPUG_NOTIFY_URLS" (
+        failedAssertions (withSettings { NOTIFY_URLS = [ "ntfys://token@ntfy.example/cipug" ]; })
+      );
+      expected = true;
+    };
+    testNotifyCommandIsASetting = {
+      expr = (withSettings { NOTIFY_COMMAND = "/etc/cipug/notify.sh"; }).services.cipug.settings.NOTIFY_COMMAND;
+      expected = "/etc/cipug/notify.sh";
+    };
+    testNoMetricsFileByDefault = {
+      expr = metricsFile plain;
+      expected = null;
+    };
+    testMetricsFileInTheTextfileDirectory = {
+      expr = {
+        equals = metricsFile (nodeExporter {
+          extraFlags = [ "--collector.textfile.directory=/var/lib/node-exporter/textfile/" ];
+        });
+        twoItems = metricsFile (nodeExporter {
+          extraFlags = [
+            "--collector.textfile.directory"
+            "/run/textfile"
+          ];
+        });
+        enabledCollector = metricsFile (nodeExporter {
+          enabledCollectors = [ "textfile" ];
+          extraFlags = [ "--collector.textfile.directory /run/prom" ];
+        });
+      };
+      expected = {
+        equals = "/var/lib/node-exporter/textfile/cipug.prom";
+        twoItems = "/run/textfile/cipug.prom";
+        enabledCollector = "/run/prom/cipug.prom";
+      };
+    };
+    testNoMetricsFileWhenTheTextfileCollectorIsOff = {
+      expr = {
+        disabled = metricsFile (nodeExporter {
+          disabledCollectors = [ "textfile" ];
+          extraFlags = [ "--collector.textfile.directory=/run/textfile" ];
+        });
+        exporterOff = metricsFile (cipug [
+          {
+            services.prometheus.exporters.node = {
+              enable = false;
+              extraFlags = [ "--collector.textfile.directory=/run/textfile" ];
+            };
+          }
+        ]);
+      };
+      expected = {
+        disabled = null;
+        exporterOff = null;
+      };
+    };
+    testMetricsFileOverride = {
+      expr = metricsFile (cipug [
+        {
+          services.prometheus.exporters.node = {
+            enable = true;
+            extraFlags = [ "--collector.textfile.directory=/run/textfile" ];
+          };
+          services.cipug.settings.METRICS_FILE = "/srv/metrics/cipug.prom";
+        }
+      ]);
+      expected = "/srv/metrics/cipug.prom";
+    };
+    testWarnNodeExporterWithoutTextfileDirectory = {
+      expr = anyMentions "--collector.textfile.directory" (cipugWarnings (nodeExporter { }));
+      expected = true;
+    };
+    testNoWarningsWithTheTextfileCollector = {
+      expr = cipugWarnings (nodeExporter {
+        extraFlags = [ "--collector.textfile.directory=/run/textfile" ];
+      });
       expected = [ ];
     };
   };

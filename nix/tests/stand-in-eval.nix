@@ -71,6 +71,11 @@ let
             };
         assertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
         warnings = config.warnings;
+        # What the package the service runs was built with (stand-in packages only).
+        finalPackageDependencies = map lib.getName (
+          config.services.cipug.finalPackage.buildArgs.dependencies or [ ]
+        );
+        metricsFile = config.services.cipug.settings.METRICS_FILE;
       };
 
   # The typed options declared under services.cipug.settings.

@@ -51,8 +51,19 @@ let
       fakeDerivation args.pname {
         inherit (args) version meta;
         name = "${args.pname}-${args.version}";
+        # Another package for other dependencies, as a real build would be.
+        outPath =
+          let
+            hash = builtins.substring 0 32 (
+              builtins.hashString "sha256" "${system}-${args.pname}-${
+                toString (map lib.getName (args.dependencies or [ ]))
+              }"
+            );
+          in
+          "${builtins.storeDir}/${hash}-${args.pname}-${args.version}";
         # What package.nix asked for, for the tests to look at.
         buildArgs = args;
+        overridePythonAttrs = f: pythonPackages.buildPythonApplication (args // f args);
       };
   }
   // lib.genAttrs [
@@ -61,6 +72,7 @@ let
     "pytest"
     "pytestCheckHook"
     "pytest-subprocess"
+    "apprise"
   ] (name: fakeDerivation name { });
 
   basePkgs =
@@ -174,6 +186,25 @@ let
         services.snapper.configs = mkOption {
           type = types.attrsOf (types.attrsOf types.anything);
           default = { };
+        };
+        # nixos/modules/services/monitoring/prometheus/exporters/node.nix
+        services.prometheus.exporters.node = {
+          enable = mkOption {
+            type = types.bool;
+            default = false;
+          };
+          enabledCollectors = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
+          disabledCollectors = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
+          extraFlags = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
         };
         virtualisation = {
           podman = {

@@ -119,7 +119,9 @@ def test_folder_rollback_stops_snapshots_restores_pulls_and_starts(web):
     assert "to snapper snapshot 12 (config web-snap), taken before the update at 2026-01-01" in out
     assert f"{HASHED} (nginx:latest): {DIGEST_B[:19]} -> {DIGEST_A[:19]}" in out
     assert "state before the rollback is snapshot 15" in out
-    assert "SERVICES_FILTER_EXCLUDE" in web.stack.err.getvalue()
+    # Held afterwards, naming the digest it was rolled back from.
+    assert f"web: held since " in out and f"(cipug rollback; rolled back from {DIGEST_B[:19]})" in out
+    assert "`cipug release web`" in out and web.stack.err.getvalue() == ""
 
 
 def test_declined_rollback_changes_nothing_and_records_nothing(web):

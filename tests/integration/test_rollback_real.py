@@ -7,9 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+
+from tests.support import realstack
 from tests.support.realstack import EXIT_COMMAND, Service, deploy, explain, snapper_snapshots
 
 pytestmark = pytest.mark.integration
+
+# The scenarios about cipug's own behaviour run on every compose tool, with the matching CONTAINER_TOOL.
+EVERY_TOOL = pytest.mark.parametrize("engine", realstack.COMPOSE_TOOLS, indirect=True)
 
 RESTART_FAILED = 34
 
@@ -18,48 +23,50 @@ def history(cipug) -> list[dict]:
     return [json.loads(line) for line in Path(cipug.settings["HISTORY_FILE"]).read_text().splitlines()]
 
 
-def running_digest(containers, service: Service) -> str:
+def running_digest(engine, service: Service) -> str:
     """The image digest of the service's one container, which must be running."""
-    web = containers.containers(service.name)["web"]
+    web = engine.containers(service.name)["web"]
     assert web["State"]["Running"], web["State"]
     return web["ImageDigest"]
 
 
-def test_image_that_exits_at_once_is_rolled_back_automatically(containers, services, cipug, tag):
-    deployed = deploy(containers, services, "autoback", {"web": tag("web")})
+@EVERY_TOOL
+def test_image_that_exits_at_once_is_rolled_back_automatically(engine, services, cipug, tag):
+    deployed = deploy(engine, services, "autoback", {"web": tag("web")})
     service = deployed.service
     old_env = service.env_file.read_bytes()
-    dying = containers.push_image(deployed.tags["web"], EXIT_COMMAND)
+    dying = engine.push_image(deployed.tags["web"], EXIT_COMMAND)
 
     result = cipug.run(HEALTH_TIMEOUT="5")
 
     assert result.returncode == RESTART_FAILED, explain(result)
     assert service.env_file.read_bytes() == old_env
-    assert running_digest(containers, service) == deployed.digests["web"]
+    assert running_digest(engine, service) == deployed.digests["web"]
     [record] = history(cipug)
     assert record["outcome"] == "rolled back"
     assert record["old"].endswith(deployed.digests["web"]) and record["new"].endswith(dying)
     assert f"undochange {record['snapshot']}..0" in result.stderr
 
 
-def update_then_write(containers, services, cipug, tag, name: str):
+def update_then_write(engine, services, cipug, tag, name: str):
     """A service updated by cipug from its first image to a second, with data written before and after."""
-    deployed = deploy(containers, services, name, {"web": tag("web")})
+    deployed = deploy(engine, services, name, {"web": tag("web")})
     service = deployed.service
     data = service.folder / "data.txt"
     data.write_text("before the update\n")
     old_env = service.env_file.read_bytes()
-    new_digest = containers.push_image(deployed.tags["web"])
+    new_digest = engine.push_image(deployed.tags["web"])
     updated = cipug.run()
     assert updated.returncode == 0, explain(updated)
-    assert running_digest(containers, service) == new_digest
+    assert running_digest(engine, service) == new_digest
     data.write_text("written after the update\n")
     (service.folder / "new.txt").write_text("new since the update\n")
     return deployed, old_env, new_digest
 
 
-def test_rollback_restores_data_and_image_together(containers, services, cipug, tag):
-    deployed, old_env, new_digest = update_then_write(containers, services, cipug, tag, "manual")
+@EVERY_TOOL
+def test_rollback_restores_data_and_image_together(engine, services, cipug, tag):
+    deployed, old_env, new_digest = update_then_write(engine, services, cipug, tag, "manual")
     service = deployed.service
     [update_snapshot] = snapper_snapshots(service.snapper_config)
 
@@ -70,7 +77,7 @@ def test_rollback_restores_data_and_image_together(containers, services, cipug, 
     assert (service.folder / "data.txt").read_text() == "before the update\n"
     assert not (service.folder / "new.txt").exists()
     # Pruned after the update, so pulled again.
-    assert running_digest(containers, service) == deployed.digests["web"]
+    assert running_digest(engine, service) == deployed.digests["web"]
     # What the rollback replaced is kept in a snapshot of its own.
     [_, safety] = snapper_snapshots(service.snapper_config)
     assert service.snapshot_file(safety["number"], "data.txt").read_text() == "written after the update\n"
@@ -81,8 +88,9 @@ def test_rollback_restores_data_and_image_together(containers, services, cipug, 
     assert rolled_back["detail"] == f"folder restored to snapshot {update_snapshot['number']}"
 
 
-def test_image_only_rollback_keeps_the_data(containers, services, cipug, tag):
-    deployed, old_env, new_digest = update_then_write(containers, services, cipug, tag, "imageonly")
+@EVERY_TOOL
+def test_image_only_rollback_keeps_the_data(engine, services, cipug, tag):
+    deployed, old_env, new_digest = update_then_write(engine, services, cipug, tag, "imageonly")
     service = deployed.service
 
     result = cipug.run("rollback", service.name, "--image-only", "--yes")
@@ -91,5 +99,5 @@ def test_image_only_rollback_keeps_the_data(containers, services, cipug, tag):
     assert service.env_file.read_bytes() == old_env
     assert (service.folder / "data.txt").read_text() == "written after the update\n"
     assert (service.folder / "new.txt").exists()
-    assert running_digest(containers, service) == deployed.digests["web"]
+    assert running_digest(engine, service) == deployed.digests["web"]
     assert [record["outcome"] for record in history(cipug)] == ["updated", "rolled back"]

