@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from . import composefile
 from .errors import CipugError
 from .log import Log
 from .lookup.references import parse_reference
@@ -95,3 +96,23 @@ def drift_by_service(settings: Settings, plans: Iterable[ServicePlan], log: Log)
             if drift:
                 found[plan.service.name] = drift
     return found
+
+
+def unpinned_images(plan: ServicePlan, log: Log) -> list[str]:
+    """One line per compose service of a service cipug pins whose `image:` uses none of its `.env`'s pins.
+
+    Such a service would be left on whatever its image names, in silence. Services built from a
+    Dockerfile and images pinned by digest in the compose file are meant as they are.
+    """
+    if plan.error is not None or not plan.entries:
+        return []
+    try:
+        compose = composefile.read(plan.service.compose_file)
+    except composefile.Unsure as reason:
+        log.verbose(f"{plan.service.name}: cannot tell which images use the pins: {reason}")
+        return []
+    pins = {entry.hashed_key for entry in plan.entries}
+    return [f"{plan.service.compose_file}:{image.line}: the `image:` of compose service {name} ({image.value}) uses "
+            f"none of {', '.join(sorted('${' + pin + '}' for pin in pins))}, so cipug leaves it as it is"
+            for name, image in compose.images.items()
+            if not pins & set(image.variables) and "@sha256:" not in image.value]

@@ -416,7 +416,7 @@ def web_service(tmp_path: Path, env: str) -> Path:
 NOT_ON_THE_TIMERS_PATH = ("typer", "click", "cipug.cli", "cipug.lookup.registry", "http.client", "ssl",
                           "concurrent.futures", "cipug.transaction", "cipug.programs.compose",
                           "cipug.programs.snapper", "cipug.notify", "cipug.metrics", "apprise",
-                          "cipug.composefile", "cipug.commands.adopt")
+                          "cipug.commands.adopt")
 
 
 def test_the_timers_run_on_a_warm_cache_loads_no_extra_lookup_or_change_machinery(tmp_path):

@@ -109,3 +109,17 @@ def test_a_container_tool_that_cannot_list_is_a_warning_not_a_failure(stack):
 
     assert stack.run(check_drift="true") == ExitCode.OK
     assert "cannot compare the running containers with the pins" in stack.err.getvalue()
+
+
+def test_a_compose_service_whose_image_uses_no_pin_is_named_with_its_file_and_line(stack):
+    stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    compose = stack.root / "web" / "compose.yml"
+    compose.write_text("services:\n  web:\n    image: ${SERVICE_WEB_IMAGE_HASHED}\n  db:\n    image: postgres:16\n"
+                       f"  cache:\n    image: redis@{DIGEST_B}\n  app:\n    build: .\n")
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+
+    assert stack.run() == ExitCode.OK
+
+    assert stack.err.getvalue() == (
+        f"cipug: warning: {compose}:5: the `image:` of compose service db (postgres:16) uses none of "
+        "${SERVICE_WEB_IMAGE_HASHED}, so cipug leaves it as it is\n")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..drift import Drift, drift_by_service
+from ..drift import Drift, drift_by_service, unpinned_images
 from ..errors import CipugError, ExitCode, combine_codes
 from ..files import history, intents
 from ..files.intents import Intent
@@ -117,6 +117,8 @@ def _update(settings: Settings, log: Log, service_names: Iterable[str], dry_run:
     changed = [plan for plan in plans if plan.error is None and plan.changes]
     for plan in plans:
         report_plan(plan, log, dry_run)
+        for line in unpinned_images(plan, log):
+            log.warning(line)
     # A service that is updated now is restarted on its new pins anyway; one postponed waits whole.
     updating = {plan.service.name for plan in changed}
     if settings.service_pull and changed:

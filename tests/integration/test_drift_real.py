@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import realstack
 from tests.support.realstack import deploy, env_text, explain, repository, var
 
 pytestmark = pytest.mark.integration
+EVERY_TOOL = pytest.mark.parametrize("engine", realstack.COMPOSE_TOOLS, indirect=True)
 
 DRIFT = 4
 
@@ -20,8 +22,9 @@ def history(cipug) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_service_running_another_digest_than_its_pin_is_reported_and_restarted_on_it(containers, services,
-                                                                                     cipug, tag):
+@EVERY_TOOL
+def test_a_service_running_another_digest_than_its_pin_is_reported_and_restarted_on_it(engine, services, cipug, tag):
+    containers = engine
     deployed = deploy(containers, services, "drifting", {"web": tag("web")})
     service, old = deployed.service, deployed.digests["web"]
     # Pinned by hand to what the tag now points at, without restarting: .env and containers differ.
@@ -45,7 +48,9 @@ def test_a_service_running_another_digest_than_its_pin_is_reported_and_restarted
     assert cipug.run("check").returncode == 0
 
 
-def test_a_compose_file_naming_the_tag_is_named_and_its_containers_left_running(containers, services, cipug, tag):
+@EVERY_TOOL
+def test_a_compose_file_naming_the_tag_is_named_and_its_containers_left_running(engine, services, cipug, tag):
+    containers = engine
     web = tag("web")
     digest = containers.push_image(web)
     compose = f"services:\n  web:\n    image: {web}\nnetworks:\n  default:\n    name: podman\n    external: true\n"
@@ -57,6 +62,7 @@ def test_a_compose_file_naming_the_tag_is_named_and_its_containers_left_running(
 
     assert update.returncode == 0, explain(update)
     assert f"does not use ${{{var('web', 'HASHED')}}}" in update.stderr
+    assert f"compose.yml:3: the `image:` of compose service web ({web}) uses none of" in update.stderr
     assert containers.containers(service.name)["web"]["Id"] == before["Id"]
     assert history(cipug) == []
     assert check.returncode == DRIFT, explain(check)
