@@ -60,7 +60,7 @@ RUN_TIMEOUT = 600.0
 HTTP_TIMEOUT = 30.0
 MB = 1_000_000
 TIME = "/usr/bin/time"  # GNU time, Debian package `time`
-SPEED_UPS = ("baseline", "skopeo", "defaults", "registry8", "registry64", "single", "limited")
+SPEED_UPS = ("baseline", "skopeo", "defaults", "registry8", "registry32", "single", "limited")
 COMPARE = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -452,8 +452,8 @@ def benchmark(options: argparse.Namespace, workdir: Path) -> tuple[dict[str, Cas
                  small_cipug.env(**cold, REGISTRY_INSECURE_HOSTS=proxy.host), small),
             Case("registry8", f"registry, {DEFAULT_WORKERS} workers", cipug,
                  small_cipug.env(**cold, REGISTRY_WORKERS=DEFAULT_WORKERS, REGISTRY_INSECURE_HOSTS=proxy.host), small),
-            Case("registry64", "registry, 64 workers", cipug,
-                 small_cipug.env(**cold, REGISTRY_WORKERS="64", REGISTRY_INSECURE_HOSTS=proxy.host), small),
+            Case("registry32", "registry, 32 workers", cipug,
+                 small_cipug.env(**cold, REGISTRY_WORKERS="32", REGISTRY_INSECURE_HOSTS=proxy.host), small),
             Case("single", "defaults, a token per scope", cipug,
                  small_cipug.env(**cold, REGISTRY_INSECURE_HOSTS=proxy.host), small, hub_mode="single"),
             Case("limited", "defaults, pull limit spent (429)", cipug,

@@ -26,6 +26,9 @@ The syntax follows compose-go's dotenv parser (what docker compose accepts), wit
   \r \t \v \\ \" \$` and `\0` with three octal digits (a `\0` without them loses its `0`, as
   in compose-go); any other backslash is kept.
 * After a closing quote only blanks and a `#` comment may follow on that line.
+* A comment at the end of a pin's line that starts with `# cipug:` is cipug's own note (the pinned
+  image's version): cipug rewrites it with the pin and puts it back with the pin. Any other
+  comment on that line is the user's and is left alone, and then cipug writes no note.
 * Unquoted and double-quoted values are interpolated: `$$` is `$`, `$NAME`, `${NAME}`,
   `${NAME:-default}`, `${NAME-default}`, `${NAME:?error}`, `${NAME?error}`, `${NAME:+other}` and
   `${NAME+other}`; a `$` followed by anything else is literal. Variables come only from assignments
@@ -37,6 +40,7 @@ The syntax follows compose-go's dotenv parser (what docker compose accepts), wit
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -98,12 +102,23 @@ class Assignment(NamedTuple):
         return self.quote != "'"
 
 
+# What starts cipug's note at the end of a pin's line; a space before it ends an unquoted value.
+NOTE_MARK = "# cipug:"
+
+
 class Previous(NamedTuple):
-    """A key as it stood before cipug wrote it: assigned at all, with a value, and the value's text as written."""
+    """A key as it stood before cipug wrote it: assigned at all, with a value, the value's text as
+    written, and what followed it on its line when that was cipug's (None: someone else's comment,
+    or not known)."""
 
     assigned: bool
     has_value: bool
     text: str
+    note: str | None = None
+
+    def same_pin(self, other: Previous) -> bool:
+        """Whether both say the same about the value, whatever the notes."""
+        return self[:3] == other[:3]
 
 
 class EnvFile:
@@ -144,7 +159,8 @@ class EnvFile:
             raise EnvFileError(result.message)
         return result
 
-    def updated(self, values: dict[str, str], insert_after: dict[str, str]) -> str:
+    def updated(self, values: dict[str, str], insert_after: dict[str, str],
+                notes: Mapping[str, str] | None = None) -> str:
         """The text with `values` set, changing nothing but the characters of those values.
 
         A key that is assigned gets its effective assignment's value replaced in place, keeping its
@@ -153,32 +169,63 @@ class EnvFile:
         `insert_after[key]`, with that line's ending. A value that is already there changes
         nothing, so with nothing to change the text comes back as it was. Raises ValueError for a
         key that is not valid, a value that is not safe in every quoting style, or a missing anchor.
+
+        `notes` gives keys (of `values` or assigned) cipug's note, `# cipug: TEXT` after the value;
+        "" removes it. A line whose comment is someone else's keeps it and gets no note.
         """
+        notes = notes or {}
         edits: list[tuple[int, int, str]] = []
         for key, value in values.items():
             _check_writable(key, value)
             target = self.get(key)
             if target is None:
                 anchor = self._anchor(key, insert_after)
-                edits.append((anchor.end, anchor.end, self._new_line(anchor, f"{key}={value}")))
+                edits.append((anchor.end, anchor.end, self._new_line(anchor, f"{key}={value}{_note(notes.get(key))}")))
             elif not target.has_value:
                 edits.append((target.value_start, target.value_end, "=" + value))
             elif self.text[target.value_start:target.value_end] != value:
                 edits.append((target.value_start, target.value_end, value))
+        for key, text in notes.items():
+            target = self.get(key)
+            if target is None:
+                if key not in values:
+                    raise ValueError(f"cannot note {key}, which is not in the file")
+                continue
+            start, end = self._tail(target)
+            tail = self.text[start:end]
+            if _is_cipugs(tail) and (NOTE_MARK in tail or text):
+                edits.append((start, end, _note(text)))
         return _apply(self.text, edits)
+
+    def note(self, key: str) -> str | None:
+        """What follows the value of `key` on its line when that is cipug's ("" for nothing but blanks);
+        None for someone else's comment, or a key that is not assigned."""
+        target = self.get(key)
+        if target is None:
+            return None
+        start, end = self._tail(target)
+        tail = self.text[start:end]
+        return tail if _is_cipugs(tail) else None
+
+    def _tail(self, assignment: Assignment) -> tuple[int, int]:
+        """The span after `assignment`'s value (past its closing quote) to the end of its line, without the ending."""
+        start = assignment.value_end + (1 if assignment.quote else 0)
+        end = _line_end(self.text, start)
+        return start, end - 1 if self.text.endswith("\r", start, end) else end
 
     def previous(self, key: str) -> Previous:
         """How `key` stands in the file now, for `reverted` to put back after it is written."""
         current = self.get(key)
         if current is None:
             return Previous(False, False, "")
-        return Previous(True, current.has_value, self.text[current.value_start:current.value_end])
+        return Previous(True, current.has_value, self.text[current.value_start:current.value_end], self.note(key))
 
     def reverted(self, written: dict[str, str], previous: dict[str, Previous]) -> tuple[str, list[str]]:
         """The text with each key of `written` put back as `previous` says it was, where it still holds the
         value cipug wrote; and the keys that no longer do, left alone (someone edited them since).
 
-        Everything else stays as it is now, so an edit made since cipug wrote the file survives.
+        Everything else stays as it is now, so an edit made since cipug wrote the file survives. cipug's
+        note goes back with the value, where the line still ends in one of cipug's.
         """
         edits: list[tuple[int, int, str]] = []
         edited_since = []
@@ -191,10 +238,17 @@ class EnvFile:
             if not before.assigned:
                 edits.append((self._line_start_with_ending(current), current.end, ""))
             elif not before.has_value:
-                # `KEY=value` back to the bare `KEY` it was.
-                edits.append((current.value_start - 1, current.value_end, ""))
+                # `KEY=value` back to the bare `KEY` it was, and what followed it.
+                start, end = self._tail(current)
+                if before.note is not None and _is_cipugs(self.text[start:end]):
+                    edits.append((current.value_start - 1, end, before.note))
+                else:
+                    edits.append((current.value_start - 1, current.value_end, ""))
             else:
                 edits.append((current.value_start, current.value_end, before.text))
+                tail = self._tail(current)
+                if before.note is not None and _is_cipugs(self.text[tail[0]:tail[1]]):
+                    edits.append((*tail, before.note))
         return _apply(self.text, edits), edited_since
 
     def _line_start_with_ending(self, assignment: Assignment) -> int:
@@ -447,6 +501,20 @@ def _check_writable(key: str, value: str) -> None:
     for char in value:
         if char in _UNWRITABLE or not char.isprintable():
             raise ValueError(f"refusing to write {key}: its value holds {char!r}, which cipug does not write")
+
+
+def _is_cipugs(tail: str) -> bool:
+    """Whether what follows a value on its line is nothing but blanks, or cipug's note."""
+    rest = tail.lstrip(_BLANKS)
+    return not rest or (rest.startswith(NOTE_MARK) and tail[:1] in _BLANKS)
+
+
+def _note(text: str | None) -> str:
+    if not text:
+        return ""
+    if not text.isprintable():
+        raise ValueError(f"refusing to write the note {text!r}: it holds characters that are not printable")
+    return f" {NOTE_MARK} {text}"
 
 
 def _predominant_ending(text: str) -> str:

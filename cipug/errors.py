@@ -49,7 +49,8 @@ class ExitCode(IntEnum):
     ENV_WRITE_FAILED = 32, "a service's `.env` could not be written"
     PULL_FAILED = 33, "pulling the new images failed; the old `.env` was put back"
     RESTART_FAILED = 34, "restarting failed or the service did not come up; the old images were put back"
-    RESOLVE_FAILED = 35, "a tag could not be resolved (registry unreachable, unknown tag)"
+    RESOLVE_FAILED = 35, ("a tag could not be resolved (registry unreachable, unknown tag), or was not checked because "
+                          "its registry answered a pull-limit 429 in this run")
     STATE_WRITE_FAILED = 36, (
         "cipug's state file (holds, failed digests, first-seen times) could not be written for `hold`, `release` "
         "or the hold of a `rollback`"

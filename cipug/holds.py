@@ -81,8 +81,8 @@ def screen_service(state: ServiceState, entries: Sequence[ImageEntry], changes: 
         if hold is not None:
             skip = Skip(change, HELD, hold_text(hold))
         elif failed is not None:
-            skip = Skip(change, FAILED_BEFORE, f"failed before (rolled back at {failed.time}); skipped until its tag "
-                                               "moves to another digest")
+            skip = Skip(change, FAILED_BEFORE, f"failed before (did not come up at {failed.time}); skipped until its "
+                                               "tag moves to another digest")
         elif min_age_hours > 0:
             first = epoch(seen.time) if seen is not None else now
             due = first + min_age_hours * 3600
@@ -111,14 +111,15 @@ def _with_entry(state: State, key: str, name: str, entry: str, change: EntryStat
 def remember(state: State, keys: dict[str, str], records: Iterable[history.Record]) -> State:
     """The state after an update run with these history records (`keys`: service name to state key).
 
-    Rolled back: the new digest failed for that entry. Updated: nothing more to wait for or skip.
+    Did not come up (rolled back, or a first pin stopped): the new digest failed for that entry.
+    Updated: nothing more to wait for or skip.
     """
     for record in records:
         key = keys.get(record.service)
         if key is None or not record.entry or record.new is None:
             continue
         entry = state.service(key, record.service).entry(record.entry)
-        if record.outcome == history.ROLLED_BACK:
+        if record.did_not_come_up:
             entry = dataclasses.replace(entry, failed=Failed(record.new, record.time, record.detail))
         elif record.outcome == history.UPDATED:
             entry = dataclasses.replace(entry, failed=None, seen=None)

@@ -78,16 +78,6 @@ def last_changes(records: Iterable[history.Record]) -> dict[tuple[str, str], dic
     return found
 
 
-def pin_versions(records: Iterable[history.Record]) -> dict[str, str]:
-    """The version history last knew each pinned reference by (a digest's image never changes)."""
-    versions: dict[str, str] = {}
-    for record in records:
-        for pin, version in ((record.old, record.old_version), (record.new, record.new_version)):
-            if pin and version:
-                versions[pin] = version
-    return versions
-
-
 def entry_statuses(plans: Iterable[ServicePlan], run_records: Iterable[history.Record],
                    all_records: Iterable[history.Record]) -> list[EntryStatus]:
     """Every entry of the plans as the run left it: `run_records` are this run's history records,
@@ -97,7 +87,7 @@ def entry_statuses(plans: Iterable[ServicePlan], run_records: Iterable[history.R
                if record.outcome == history.UPDATED and record.entry}
     all_records = list(all_records)
     changes = last_changes(all_records)
-    versions = pin_versions(all_records)
+    versions = history.known_versions(all_records)
     statuses = []
     for plan in plans:
         name = plan.service.name

@@ -25,6 +25,7 @@ from .errors import CipugError, ExitCode
 from .files import history
 from .files.trusted import Untrusted, read_trusted, write_private
 from .log import Log
+from .drift import Drift
 from .metrics import EntryStatus
 from .programs.process import Runner, describe, last_line
 from .report import short_digest
@@ -149,6 +150,16 @@ def events_from_statuses(statuses: Iterable[EntryStatus], time_text: str) -> lis
                                 f"{short_digest(status.failed)} failed before and is skipped until the tag moves on",
                                 key=state_key(SKIPPED, status.service, status.entry, status.failed)))
     return events
+
+
+def events_from_tag_drift(drift: Iterable[tuple[str, str, Drift]], time_text: str) -> list[Event]:
+    """Containers that run a tag because their compose file does not use the pin (service, compose
+    file name, drift): a lasting state, told once while the same container runs that tag."""
+    return [Event(DRIFT, service, time_text, (EntryChange(found.entry.hashed_key, found.entry.reference, found.running,
+                                                          found.entry.current),),
+                  found.describe(compose_file),
+                  key=state_key(DRIFT, service, found.entry.hashed_key, f"{found.container} {found.running}"))
+            for service, compose_file, found in drift]
 
 
 def to_notify(events: Sequence[Event], notified: set[str], scope: set[str]) -> tuple[list[Event], set[str]]:

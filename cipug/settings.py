@@ -201,6 +201,8 @@ class Setting:
     parse: Parse
     default: Default
     help: str
+    # Shown by `cipug config` only as each URL's scheme: the rest holds tokens and passwords.
+    secret: bool = False
 
     @property
     def attribute(self) -> str:
@@ -247,19 +249,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRY_INSECURE_HOSTS", _names, "", "comma-separated host:port names the registry resolver may reach over plain HTTP"),
     Setting("REGISTRY_TIMEOUT", _number(float, 0.1, 600), "30", "seconds one lookup may take: a skopeo call, or one request of the registry resolver"),
     Setting("REGISTRY_FALLBACK", _boolean, "true", "let the registry resolver fall back to skopeo for what it cannot do itself"),
-    Setting("REGISTRY_WORKERS", _number(int, 1, 64), "32",
-            "HEAD lookups of the registry resolver run in parallel (its skopeo fallbacks: RESOLVE_WORKERS)"),
+    Setting("REGISTRY_WORKERS", _number(int, 1, 64), "64",
+            "HEAD lookups of the registry resolver run in parallel, each on a connection of its own (its skopeo "
+            "fallbacks: RESOLVE_WORKERS)"),
     Setting("AUTO_ROLLBACK", _boolean, "true", "put the old images back when a restarted service does not come up"),
     Setting("HEALTH_TIMEOUT", _number(int, 0, 3600), "60", "seconds to wait for restarted containers to run and be healthy (0: no wait)"),
     Setting("CHECK_DRIFT", _boolean, "true",
             "compare what the services' containers run with the pins, and bring drifted services to their pins "
             "(one `ps` and one `inspect` of the container tool per run)"),
+    Setting("CHECK_VERSIONS", _boolean, "true",
+            "`check` shows versions: the pins' from their local images, and each digest a tag moved to from the "
+            "registry, a manifest and a config GET, which Docker Hub counts as a pull (false: only what history "
+            "knows)"),
     Setting("HISTORY_FILE", _path, _default_history,
             "history of changes; default $STATE_DIRECTORY/history.jsonl, else for root /var/lib/cipug/history.jsonl, "
             "else $XDG_STATE_HOME/cipug/history.jsonl or ~/.local/state/cipug/history.jsonl"),
     Setting("NOTIFY_URLS", _names, "",
             "comma-separated Apprise URLs to send a notification to per event (needs the notify extra); secrets: "
-            "give them in the environment, not in a world-readable file"),
+            "give them in the environment, not in a world-readable file; `cipug config` shows only their schemes",
+            secret=True),
     Setting("NOTIFY_COMMAND", _command_or_empty, "",
             "a program, split like a shell does, that gets one JSON object per event on standard input (empty: none)"),
     Setting("NOTIFY_TIMEOUT", _number(float, 0.1, 600), "30",
@@ -311,6 +319,7 @@ class Settings:
     auto_rollback: bool
     health_timeout: int
     check_drift: bool
+    check_versions: bool
     history_file: Path
     notify_urls: tuple[str, ...]
     notify_command: tuple[str, ...]
@@ -319,11 +328,14 @@ class Settings:
     sources: Mapping[str, str] = field(compare=False, repr=False)
 
     def as_json(self) -> dict[str, object]:
-        """Every setting with its typed value: paths as absolute strings, commands as one shell line, lists for names."""
+        """Every setting with its typed value: paths as absolute strings, commands as one shell line, lists for
+        names; of a secret list of URLs only the schemes."""
         result: dict[str, object] = {}
         for setting in SETTINGS:
             value: object = getattr(self, setting.attribute)
-            if isinstance(value, Path):
+            if setting.secret and isinstance(value, tuple):
+                value = [f"{url.partition('://')[0]}://(hidden)" for url in value]
+            elif isinstance(value, Path):
                 value = str(value)
             elif value is None:
                 value = ""

@@ -1,8 +1,8 @@
 """One service transaction: the steps that change a service, as data, run in the order that keeps it whole.
 
 An update, an image-only rollback and a folder rollback are each a list of steps (check the
-compose tool, snapshot, write .env, pull, stop, restore the folder, restart or start, wait until
-up). Previews print the steps a transaction will run; `Applier` runs them. When a step fails,
+compose tool, snapshot, write .env, pull, note the versions, stop, restore the folder, restart or
+start, wait until up). Previews print the steps a transaction will run; `Applier` runs them. When a step fails,
 what the finished steps changed is put back, so a service ends fully as it was or fully changed:
 written pins are put back, and containers that were touched are started again on them (for an
 update only with AUTO_ROLLBACK). A folder that `snapper undochange` restored is not put back:
@@ -12,9 +12,8 @@ with history records of what really happened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -98,6 +97,15 @@ class Pull:
 
 
 @dataclass(frozen=True)
+class NoteVersions:
+    """Read the versions of the pulled images: said, noted at the end of the pins' lines in .env and
+    in the snapshot's description. Only informs: what fails here is a warning."""
+
+    def describe(self) -> str:
+        return "note the versions"
+
+
+@dataclass(frozen=True)
 class Stop:
     def describe(self) -> str:
         return "stop it"
@@ -143,7 +151,8 @@ class WaitUntilUp:
         return f"wait up to {self.timeout} s until it is up"
 
 
-Step = CheckCompose | TakeSnapshot | WritePins | RevertPins | Pull | Stop | RestoreFolder | Restart | Start | WaitUntilUp
+Step = (CheckCompose | TakeSnapshot | WritePins | RevertPins | Pull | NoteVersions | Stop | RestoreFolder | Restart
+        | Start | WaitUntilUp)
 # Steps after which the service's containers may no longer be what they were.
 _TOUCHING_CONTAINERS = (Stop, Restart, Start, WaitUntilUp)
 
@@ -182,7 +191,7 @@ def update_transaction(settings: Settings, plan: ServicePlan, kind: Kind = Kind.
         steps.append(TakeSnapshot(snapshot_description(plan.service.name, plan.changes)))
     steps.append(WritePins())
     if settings.service_pull:
-        steps.append(Pull())
+        steps += [Pull(), NoteVersions()]
     if settings.service_stop_start:
         steps.append(restart_step(settings, plan.service, plan.changes))
         if settings.auto_rollback and settings.health_timeout > 0:
@@ -276,10 +285,26 @@ def repair_transaction(settings: Settings, service: Service, intent: Intent) -> 
                        "the earlier pins" + (" and restarted the service" if intent.stage != intents.PINS else ""))
 
 
-def snapshot_description(service: str, changes: list[Change]) -> str:
-    images = ", ".join(f"{change.entry.reference} -> {change.resolution.name}@{change.resolution.digest[:19]}"
-                       for change in changes)
-    return f"cipug {service}: {images}"
+def snapshot_description(service: str, changes: Sequence[Change], versions: Mapping[str, str] | None = None) -> str:
+    """`cipug web: nginx:latest -> docker.io/library/nginx@sha256:0123456789ab`, and `(1.27.1 -> 1.27.2)` once
+    the versions are known."""
+    images = []
+    for change in changes:
+        image = f"{change.entry.reference} -> {change.resolution.name}@{change.resolution.digest[:19]}"
+        if versions and change.new in versions:
+            image += f" ({versions.get(change.entry.current or '', 'none')} -> {versions[change.new]})"
+        images.append(image)
+    return f"cipug {service}: {', '.join(images)}"
+
+
+def note_text(version: str) -> str:
+    """The note cipug puts after a pin in .env: `version 29.0.4`, or `built 2026-11-30 12:00:00`."""
+    text = " ".join(version.split())[:_NOTE_MAX]
+    return text if text.startswith("built ") else f"version {text}"
+
+
+# A version label is free text; a line in .env stays readable.
+_NOTE_MAX = 80
 
 
 @dataclass
@@ -336,7 +361,10 @@ class Applier:
                 progress.done.append(step)
         except CipugError as error:
             outcome, detail = self._put_back(transaction, progress, error)
-            self._record(transaction, progress, outcome, detail)
+            # Its new images did not start or come up: later runs skip those digests (cipug.holds).
+            did_not_come_up = (transaction.kind is Kind.UPDATE and not isinstance(error, Interrupted)
+                               and isinstance(progress.current, (Restart, WaitUntilUp)))
+            self._record(transaction, progress, outcome, detail, did_not_come_up)
             # A repair that did not succeed is tried again by the next run.
             if intent is None:
                 intents.remove(path, self.log)
@@ -372,7 +400,8 @@ class Applier:
                     log.warning(f"{service.name}: {error.message}; starting with the images at hand")
                 else:
                     log.verbose(f"{service.name}: pulled")
-                    self._note_versions(transaction, progress)
+            case NoteVersions():
+                self._note_versions(transaction, progress)
             case Stop():
                 self.control.stop(service)
             case RestoreFolder(snapper_config=snapper_config, snapshot=snapshot):
@@ -392,15 +421,42 @@ class Applier:
                     raise CipugError(f"not up within {timeout} s: " + "; ".join(problems), ExitCode.RESTART_FAILED)
 
     def _note_versions(self, transaction: Transaction, progress: _Progress) -> None:
-        """Read the versions of the old and new images, now both are local, and say what changes."""
+        """Read the versions of the old and new images, now both are local; say what changes, and note the
+        new versions in .env and the snapshot's description."""
+        name = transaction.service.name
         pins = [pin for change in transaction.changes for pin in (change.entry.current, change.new) if pin]
-        progress.versions = image_versions(self.settings, self.control.runner, pins)
+        progress.versions = versions = image_versions(self.settings, self.control.runner, pins)
         for change in transaction.changes:
-            old = progress.versions.get(change.entry.current or "", "(none)")
-            new = progress.versions.get(change.new)
-            if new:
-                self.log.info(f"{transaction.service.name}: {change.entry.hashed_key} {old} → {new} "
-                              f"({short_digest(change.entry.current)} → {short_digest(change.new)})")
+            if change.new in versions:
+                self.log.info(f"{name}: {change.entry.hashed_key} {versions.get(change.entry.current or '', '(none)')} "
+                              f"→ {versions[change.new]} ({short_digest(change.entry.current)} → "
+                              f"{short_digest(change.new)})")
+        if not any(change.new in versions for change in transaction.changes):
+            return
+        try:
+            self._write_notes(transaction, versions)
+            if progress.snapshot is not None and progress.snapper_config is not None:
+                self.snapper.describe(progress.snapper_config, progress.snapshot,
+                                      snapshot_description(name, transaction.changes, versions))
+        except Interrupted:
+            raise
+        except CipugError as error:
+            self.log.warning(f"{name}: the versions are not noted everywhere: {error.message}")
+
+    def _write_notes(self, transaction: Transaction, versions: Mapping[str, str]) -> None:
+        """Note the new versions after the pins in .env, on the lines that still hold what cipug wrote."""
+        path = transaction.service.env_file
+        try:
+            env = EnvFile.parse(read_text(path), path)
+            notes = {change.entry.hashed_key: note_text(versions[change.new]) for change in transaction.changes
+                     if change.new in versions and env.previous(change.entry.hashed_key).text == change.new}
+            text = env.updated({}, {}, notes)
+        except OSError as error:
+            raise CipugError(f"{path} cannot be read: {error.strerror}", ExitCode.ENV_WRITE_FAILED) from None
+        except ValueError as error:
+            raise CipugError(f"{path}: {error}", ExitCode.ENV_WRITE_FAILED) from None
+        if text != env.text:
+            write_atomic(path, text)
 
     @staticmethod
     def _only(transaction: Transaction) -> tuple[str, ...]:
@@ -422,7 +478,9 @@ class Applier:
             assert plan.env is not None, "a plan without a parsed .env has nothing to write"
             values = {change.entry.hashed_key: change.new for change in transaction.changes}
             after = {change.entry.hashed_key: change.entry.tagged_key for change in transaction.changes}
-            new_text = plan.env.updated(values, after)
+            # A note names the version of the pin it follows: it goes with the old pin, and NoteVersions
+            # writes the new one's.
+            new_text = plan.env.updated(values, after, {key: "" for key in values})
         except OSError as error:
             raise CipugError(f"{service.env_file} cannot be read: {error.strerror}",
                              ExitCode.ENV_WRITE_FAILED) from None
@@ -440,7 +498,7 @@ class Applier:
             raise CipugError(f"{service.env_file} cannot be read: {error.strerror}",
                              ExitCode.ENV_WRITE_FAILED) from None
         # A pin the interrupted run had not written yet needs nothing.
-        written = {pin.entry: pin.new for pin in pins if env.previous(pin.entry) != pin.previous}
+        written = {pin.entry: pin.new for pin in pins if not env.previous(pin.entry).same_pin(pin.previous)}
         text, edited_since = env.reverted(written, {pin.entry: pin.previous for pin in pins})
         if edited_since:
             raise CipugError(f"{service.env_file}: {', '.join(edited_since)} changed since the interrupted run wrote "
@@ -558,7 +616,8 @@ class Applier:
         restarted = " and restarted" if progress.did(Restart) else ""
         return f"{name}: {transaction.kind.outcome}{restarted}"
 
-    def _record(self, transaction: Transaction, progress: _Progress, outcome: str, detail: str) -> None:
+    def _record(self, transaction: Transaction, progress: _Progress, outcome: str, detail: str,
+                did_not_come_up: bool = False) -> None:
         service = transaction.service.name
         if transaction.kind is Kind.FOLDER_ROLLBACK:
             after = transaction.plan.entries if progress.restored is None else progress.restored
@@ -569,7 +628,8 @@ class Applier:
         versions = progress.versions
         records = [history.Record(time_text, service, change.entry.hashed_key, change.entry.reference,
                                   change.entry.current, change.new, progress.snapshot, progress.snapper_config,
-                                  outcome, detail, versions.get(change.entry.current or ""), versions.get(change.new))
+                                  outcome, detail, versions.get(change.entry.current or ""), versions.get(change.new),
+                                  did_not_come_up)
                    for change in transaction.changes]
         # A repair that changed no pin (a folder rollback stopped before its restore) is still worth a line.
         if not records and transaction.kind is Kind.REPAIR:

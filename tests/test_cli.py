@@ -146,16 +146,16 @@ def test_check_json_has_one_object_per_service(stack):
         {"service": "broken", "status": "error", "held": None, "drift": [],
          "error": {"message": "nosuch:tag could not be resolved: manifest unknown", "code": ExitCode.RESOLVE_FAILED},
          "rate_limits": {},
-         "entries": [{"entry": "SERVICE_X_IMAGE_HASHED", "tagged": "nosuch:tag", "current": None,
-                      "available": None, "pending": None, "skipped": None}]},
+         "entries": [{"entry": "SERVICE_X_IMAGE_HASHED", "tagged": "nosuch:tag", "current": None, "current_version": None,
+                      "available": None, "available_version": None, "pending": None, "skipped": None}]},
         {"service": "current", "status": "current", "held": None, "drift": [], "error": None, "rate_limits": {},
          "entries": [{"entry": "SERVICE_C_IMAGE_HASHED", "tagged": "nginx:latest",
-                      "current": f"docker.io/library/nginx@{DIGEST_A}",
-                      "available": f"docker.io/library/nginx@{DIGEST_A}", "pending": False, "skipped": None}]},
+                      "current": f"docker.io/library/nginx@{DIGEST_A}", "current_version": None,
+                      "available": f"docker.io/library/nginx@{DIGEST_A}", "available_version": None, "pending": False, "skipped": None}]},
         {"service": "empty", "status": "current", "held": None, "drift": [], "error": None, "rate_limits": {}, "entries": []},
         {"service": "pending", "status": "pending", "held": None, "drift": [], "error": None, "rate_limits": {},
-         "entries": [{"entry": "SERVICE_P_IMAGE_HASHED", "tagged": "nginx:1", "current": None,
-                      "available": f"docker.io/library/nginx@{DIGEST_B}", "pending": True, "skipped": None}]},
+         "entries": [{"entry": "SERVICE_P_IMAGE_HASHED", "tagged": "nginx:1", "current": None, "current_version": None,
+                      "available": f"docker.io/library/nginx@{DIGEST_B}", "available_version": None, "pending": True, "skipped": None}]},
     ]
     assert "broken: nosuch:tag could not be resolved" in result.stderr
 
@@ -266,7 +266,7 @@ def test_history_lines_filter_and_json(stack):
     assert json.loads(as_json.stdout) == [{
         "time": "2026-01-01T00:00:00+00:00", "service": "db", "entry": "SERVICE_WEB_IMAGE_HASHED",
         "tagged": "nginx:latest", "old": PIN_A, "new": PIN_B, "snapshot": None, "snapper_config": "web-snap",
-        "outcome": "updated", "detail": "", "old_version": None, "new_version": None}]
+        "outcome": "updated", "detail": "", "old_version": None, "new_version": None, "did_not_come_up": False}]
 
 
 def test_history_when_there_is_none(stack):
@@ -314,7 +314,8 @@ def test_rollback_answered_no_or_not_at_all_changes_nothing(web, terminal, answe
     assert result.exit_code == 0, result.output
     assert "cancelled: nothing was changed" in result.stdout
     assert web.env_file.read_text() == ENV_B
-    assert web.calls() == ["snapper --jsonout list-configs", "snapper --jsonout -c web-snap list"]
+    assert web.calls() == ["snapper --jsonout list-configs", "snapper --jsonout -c web-snap list",
+                           f"podman image inspect {PIN_B} {PIN_A}"]
     assert [item.outcome for item in web.stack.history()] == ["updated"]
 
 
@@ -326,7 +327,8 @@ def test_rollback_without_terminal_or_yes_refuses(web):
     assert_one_line_error(result, ExitCode.USAGE, "stdin is no terminal: add --yes")
     assert "steps: stop it" in result.stdout
     assert web.env_file.read_text() == ENV_B
-    assert web.calls() == ["snapper --jsonout list-configs", "snapper --jsonout -c web-snap list"]
+    assert web.calls() == ["snapper --jsonout list-configs", "snapper --jsonout -c web-snap list",
+                           f"podman image inspect {PIN_B} {PIN_A}"]
 
 
 def test_rollback_yes_does_not_ask(web):

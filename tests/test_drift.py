@@ -51,22 +51,10 @@ def test_containers_of_other_repositories_and_unpinned_entries_are_not_cipugs_bu
 # Whole runs, with the container tool faked
 
 
-def listing(stack, *containers: dict) -> None:
-    """`podman ps` and `podman inspect` as cipug's one drift listing sees them."""
-    ids = [f"id{index}" for index, _ in enumerate(containers)]
-    stack.fp.register(["podman", "ps", "-a", "-q", "--filter", "label=com.docker.compose.project.working_dir"],
-                      stdout="\n".join(ids) + "\n")
-    folder = str((stack.root / "web").resolve())
-    inspected = [{**container, "Id": ids[index], "Config": {**container.get("Config", {}), "Labels": {
-        "com.docker.compose.project.working_dir": folder, "com.docker.compose.service": "web"}}}
-        for index, container in enumerate(containers)]
-    stack.fp.register(["podman", "inspect", *ids], stdout=json.dumps(inspected))
-
-
 def test_update_restarts_a_service_whose_container_runs_another_digest_on_its_pin(stack):
     env_file = stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
-    listing(stack, {"Name": "web_web_1", "ImageName": f"docker.io/library/nginx@{DIGEST_B}"})
+    stack.listing({"Name": "web_web_1", "ImageName": f"docker.io/library/nginx@{DIGEST_B}"})
     stack.full_update("web")
 
     assert stack.run(check_drift="true", service_snapshot="false", prune_images="false") == ExitCode.OK
@@ -80,7 +68,7 @@ def test_update_restarts_a_service_whose_container_runs_another_digest_on_its_pi
 def test_a_compose_file_naming_a_tag_is_a_warning_and_no_restart(stack):
     stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
-    listing(stack, {"Name": "web_web_1", "ImageName": "docker.io/library/nginx:latest"})
+    stack.listing({"Name": "web_web_1", "ImageName": "docker.io/library/nginx:latest"})
 
     assert stack.run(check_drift="true") == ExitCode.OK
 
@@ -91,7 +79,7 @@ def test_a_compose_file_naming_a_tag_is_a_warning_and_no_restart(stack):
 def test_check_reports_drift_with_a_status_and_exit_code_of_its_own(stack, capsys):
     stack.service("web", f"{TAGGED}SERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
-    listing(stack, {"Name": "web_web_1", "ImageName": f"docker.io/library/nginx@{DIGEST_B}"})
+    stack.listing({"Name": "web_web_1", "ImageName": f"docker.io/library/nginx@{DIGEST_B}"})
     settings = load_settings({**stack.env, "CIPUG_CHECK_DRIFT": "true"}, cwd=stack.tmp_path)
     assert run_check(settings, Log(1, stack.out, stack.err), json_output=True) == ExitCode.DRIFT
 

@@ -506,3 +506,35 @@ def test_generated_files_revert_to_exactly_what_they_were(seed: int) -> None:
         anchors = {"SERVICE_NEW_IMAGE_HASHED": rng.choice(keys)}
         written = parse(original.updated(changed, anchors))
         assert written.reverted(changed, {key: original.previous(key) for key in changed}) == (text, [])
+
+
+@pytest.mark.parametrize("text, written", [
+    ("K=old\n", f"K={PIN} # cipug: version 2\n"),
+    ("K=old # cipug: version 1\r\n", f"K={PIN} # cipug: version 2\r\n"),
+    ("K='old'\t# cipug: built 2026-01-01 00:00:00", f"K='{PIN}' # cipug: version 2"),
+    ("K=old   \n", f"K={PIN} # cipug: version 2\n"),
+    ("K\n", f"K={PIN} # cipug: version 2\n"),
+    # Someone else's comment stays, and the line gets no note.
+    ("K=old # mine\n", f"K={PIN} # mine\n"),
+    ('K="old"# cipug: looks like it but is not\n', f'K="{PIN}"# cipug: looks like it but is not\n'),
+])
+def test_cipugs_note_follows_the_pin_and_goes_back_with_it(text, written) -> None:
+    original = parse(text)
+    assert original.updated({"K": PIN}, {}, {"K": "version 2"}) == written
+    after = parse(written)
+    assert after.value("K") == PIN
+    assert after.reverted({"K": PIN}, {"K": original.previous("K")}) == (text, [])
+
+
+def test_a_new_pin_line_gets_its_note_and_an_empty_note_removes_one() -> None:
+    original = parse("T=app:1\n")
+    written = original.updated({"K": PIN}, {"K": "T"}, {"K": "version 2"})
+    assert written == f"T=app:1\nK={PIN} # cipug: version 2\n"
+    assert parse(written).note("K") == " # cipug: version 2"
+    assert parse(written).updated({}, {}, {"K": ""}) == f"T=app:1\nK={PIN}\n"
+    # Trailing blanks are not a note: nothing to remove, nothing changes.
+    assert parse("K=x  \n").updated({}, {}, {"K": ""}) == "K=x  \n"
+    with pytest.raises(ValueError, match="not printable"):
+        original.updated({"K": PIN}, {"K": "T"}, {"K": "line\nbreak"})
+    with pytest.raises(ValueError, match="not in the file"):
+        original.updated({}, {}, {"K": "version 2"})

@@ -17,7 +17,8 @@ from cipug.files.state import EntryState, Failed, Hold, Seen, ServiceState, Stat
 from cipug.log import Log
 from cipug.lookup.references import Resolution
 from cipug.plan import FAILED_BEFORE, HELD, NOT_DUE, Change
-from tests.support.fakestack import DIGEST_A, DIGEST_B, DIGEST_C, ENV_A, HASHED, PIN_A, PIN_B, PIN_C, entry, record
+from tests.support.fakestack import (DIGEST_A, DIGEST_B, DIGEST_C, ENV_A, ENV_B, HASHED, PIN_A, PIN_B, PIN_C, TAGGED,
+                                     entry, record)
 
 T0 = 1_800_000_000.0
 DB = "SERVICE_DB_IMAGE_HASHED"
@@ -56,7 +57,7 @@ def test_an_entry_hold_keeps_only_that_entry_back():
 def test_a_failed_digest_is_skipped_until_the_tag_moves_to_another_one():
     state = ServiceState("web", entries={HASHED: EntryState(failed=Failed(PIN_B, "2026-01-02T00:00:00+00:00"))})
     go, [skip], after = holds.screen_service(state, [entry(PIN_A)], [change(PIN_B)], 0, T0)
-    assert go == [] and skip.reason == FAILED_BEFORE and "rolled back at 2026-01-02" in skip.detail
+    assert go == [] and skip.reason == FAILED_BEFORE and "did not come up at 2026-01-02" in skip.detail
     assert after.entry(HASHED).failed == state.entry(HASHED).failed
 
     go, skipped, after = holds.screen_service(state, [entry(PIN_A)], [change(PIN_C)], 0, T0)
@@ -91,14 +92,21 @@ def test_state_of_entries_gone_from_env_keeps_only_holds():
     assert holds.screen_service(state, [entry(PIN_A)], [], 0, T0)[2].entries == {DB: EntryState(hold=hold)}
 
 
-def test_remember_marks_rolled_back_digests_failed_and_clears_what_took_effect():
+def test_remember_marks_digests_that_did_not_come_up_failed_and_clears_what_took_effect():
     keys = {"web": "/srv/web"}
-    rolled = record(PIN_A, PIN_B, outcome=history.ROLLED_BACK)
-    state = holds.remember(State(), keys, [rolled, record(PIN_A, PIN_B, outcome=history.FAILED, entry=DB),
-                                           record(PIN_A, PIN_B, service="other", outcome=history.ROLLED_BACK)])
+    rolled = record(PIN_A, PIN_B, outcome=history.ROLLED_BACK)._replace(did_not_come_up=True)
+    first_pin = record(None, PIN_C, outcome=history.FAILED, entry=DB)._replace(did_not_come_up=True)
+    state = holds.remember(State(), keys, [rolled, first_pin,
+                                           record(PIN_A, PIN_B, outcome=history.FAILED, entry="SERVICE_C_IMAGE_HASHED"),
+                                           record(PIN_A, PIN_B, service="other", outcome=history.ROLLED_BACK)
+                                           ._replace(did_not_come_up=True)])
     assert list(state.services) == ["/srv/web"]
     assert state.services["/srv/web"].entry(HASHED).failed == Failed(PIN_B, rolled.time, rolled.detail)
-    assert holds.remember(state, keys, [record(PIN_A, PIN_C)]) == State()
+    # A first pin that was stopped had nothing to go back to; its digest is skipped all the same.
+    assert state.services["/srv/web"].entry(DB).failed == Failed(PIN_C, first_pin.time, first_pin.detail)
+    # A failure that was not the images' (a pull, an interruption) marks nothing.
+    assert state.services["/srv/web"].entry("SERVICE_C_IMAGE_HASHED").failed is None
+    assert holds.remember(state, keys, [record(PIN_A, PIN_C), record(None, PIN_B, entry=DB)]) == State()
 
 
 def test_release_drops_holds_and_failed_marks_but_keeps_first_seen():
@@ -195,7 +203,7 @@ def test_a_digest_rolled_back_is_skipped_by_later_runs_until_the_tag_moves_on(we
     web.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
     assert web.run(prune_images="false") == ExitCode.OK
     assert [call[0] for call in web.calls()[calls:]] == ["skopeo"]
-    assert f"web: not updated: {HASHED} -> {DIGEST_B[:19]} failed before (rolled back at" in web.out.getvalue()
+    assert f"web: not updated: {HASHED} -> {DIGEST_B[:19]} failed before (did not come up at" in web.out.getvalue()
     assert [record.outcome for record in web.history()] == ["rolled back"]
 
     # A new digest is tried normally, and nothing is remembered once it took effect.
@@ -302,3 +310,41 @@ def test_a_state_file_that_cannot_be_written_is_a_warning(web, monkeypatch):
 
     assert web.run(update_min_age="1") == ExitCode.OK
     assert "cannot write the state file" in web.err.getvalue() and web.env_file.read_text() == ENV_A
+
+
+def test_a_first_pin_that_did_not_come_up_is_skipped_by_later_runs(stack):
+    env_file = stack.service("web", TAGGED)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+    for step in (("ps",), ("pull",), ("down",)):
+        stack.compose("web", *step)
+    stack.compose("web", "up", "-d", returncode=1)
+    # Nothing to go back to: the new containers are stopped.
+    stack.compose("web", "down")
+
+    assert stack.run(service_snapshot="false", prune_images="false") == ExitCode.RESTART_FAILED
+    assert env_file.read_text() == TAGGED
+    [record] = stack.history()
+    assert (record.outcome, record.did_not_come_up) == ("failed", True)
+
+    calls = len(stack.calls())
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+    assert stack.run(prune_images="false") == ExitCode.OK
+    assert [call[0] for call in stack.calls()[calls:]] == ["skopeo"]
+    assert f"web: not updated: {HASHED} -> {DIGEST_B[:19]} failed before" in stack.out.getvalue()
+    assert env_file.read_text() == TAGGED and len(stack.history()) == 1
+
+
+def test_a_pull_that_failed_marks_no_digest(stack):
+    env_file = stack.service("web", ENV_A)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B, occurrences=2)
+    stack.compose("web", "ps", occurrences=2)
+    stack.compose("web", "pull", returncode=1)
+    assert stack.run(service_snapshot="false", prune_images="false") == ExitCode.PULL_FAILED
+    assert not stack.history()[0].did_not_come_up
+
+    # The next run tries the same digest again.
+    stack.compose("web", "pull")
+    stack.compose("web", "down")
+    stack.compose("web", "up", "-d")
+    assert stack.run(service_snapshot="false", prune_images="false") == ExitCode.OK
+    assert env_file.read_text() == ENV_B

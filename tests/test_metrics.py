@@ -201,9 +201,9 @@ def test_an_unwritable_metrics_file_is_a_warning_and_keeps_the_exit_code(stack):
 
 def test_the_version_of_a_pin_comes_from_the_history_that_recorded_it():
     from cipug.files.history import Record
-    from cipug.metrics import pin_versions
+    from cipug.files.history import known_versions
 
     old, new = "docker.io/library/nextcloud@sha256:" + "a" * 64, "docker.io/library/nextcloud@sha256:" + "b" * 64
     records = [Record("t", "web", "K", "nextcloud:29", old, new, None, None, "updated", "", "29.0.3", "29.0.4"),
                Record("t", "web", "K", "nextcloud:29", new, old, None, None, "rolled back", "", None, None)]
-    assert pin_versions(records) == {old: "29.0.3", new: "29.0.4"}
+    assert known_versions(records) == {old: "29.0.3", new: "29.0.4"}

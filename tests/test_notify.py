@@ -410,3 +410,18 @@ def test_the_runner_writes_input_to_the_programs_standard_input():
     result = Runner(Log(0, io.StringIO(), io.StringIO())).run(
         [sys.executable, "-c", "import sys; print(repr(sys.stdin.read()))"], timeout=30)
     assert result.stdout == "''\n"
+
+
+def test_a_compose_file_naming_a_tag_is_told_once_while_it_lasts(stack):
+    stack.service("web", f"SERVICE_WEB_IMAGE_TAGGED=nginx:latest\nSERVICE_WEB_IMAGE_HASHED={PIN_A}\n")
+    received = Received()
+    stack.fp.register(["notify-me"], stdin_callable=received)
+    for _ in range(2):
+        stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
+        stack.listing({"Name": "web_web_1", "ImageName": "docker.io/library/nginx:latest"})
+        assert stack.run(notify_command="notify-me", check_drift="true", **RUN) == ExitCode.OK
+
+    [[event]] = received.calls
+    assert (event["event"], event["service"]) == ("drift", "web")
+    assert "does not use ${SERVICE_WEB_IMAGE_HASHED}" in event["message"]
+    assert event["entries"][0]["old"] == "docker.io/library/nginx:latest" and event["entries"][0]["new"] == PIN_A

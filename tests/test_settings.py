@@ -235,6 +235,14 @@ def test_print_config_json_has_every_setting_with_typed_values(tmp_path):
     json.dumps(data)
 
 
+def test_print_config_shows_notification_urls_only_by_their_schemes(tmp_path):
+    settings = load(tmp_path, {**BASE, "CIPUG_NOTIFY_URLS": "ntfys://user:s3cret@ntfy.example/topic,json://hook.lan/x"})
+    assert settings.notify_urls == ("ntfys://user:s3cret@ntfy.example/topic", "json://hook.lan/x")
+    assert settings.as_json()["NOTIFY_URLS"] == ["ntfys://(hidden)", "json://(hidden)"]
+    assert "NOTIFY_URLS=ntfys://(hidden),json://(hidden)" in settings.as_lines()
+    assert not any("s3cret" in line or "hook.lan" in line for line in settings.as_lines())
+
+
 def test_print_config_lines_round_trip_through_the_environment(tmp_path):
     first = load(tmp_path, {**BASE, "CIPUG_SERVICES_FILTER": "a,b", "CIPUG_PRUNE_IMAGES": "no"})
     environ = {"HOME": "/h", **{f"CIPUG_{line.split('=', 1)[0]}": line.split("=", 1)[1] for line in first.as_lines()}}

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 
 from ..drift import Drift, drift_by_service
-from ..errors import ExitCode, combine_codes
+from ..errors import CipugError, ExitCode, combine_codes
+from ..files import history
 from ..log import Log
 from ..lookup.ratelimits import LookupReport
 from ..lookup.references import parse_reference
 from ..lookup.resolve import recording
 from ..holds import screen
 from ..plan import ServicePlan, plan_services
+from ..programs.containers import image_versions
+from ..programs.process import Runner
 from ..report import report_plan
 from ..services import select_services
 from ..settings import Settings
@@ -38,8 +42,36 @@ def rate_limits_json(plan: ServicePlan, lookups: LookupReport) -> dict[str, dict
     return result
 
 
-def check_json(plan: ServicePlan, drift: list[Drift], lookups: LookupReport | None = None) -> dict[str, object]:
+def versions_of(settings: Settings, log: Log, plans: Sequence[ServicePlan]) -> dict[str, str]:
+    """The versions of the pins the services run and of the digests their tags moved to (pinned reference →
+    version): what history knows; with CHECK_VERSIONS also the pins' from their local images (free) and
+    the moved digests' from the registry (a manifest GET each, which Docker Hub counts as a pull)."""
+    current = [entry.current for plan in plans if plan.error is None for entry in plan.entries if entry.current]
+    moved = [change.new for plan in plans for change in [*plan.changes, *(skip.change for skip in plan.skipped)]]
+    if not current and not moved:
+        return {}
+    versions = history.known_versions(history.read(settings.history_file, log))
+    if not settings.check_versions:
+        return versions
+    unknown = [pinned for pinned in current if pinned not in versions]
+    if unknown:
+        try:
+            versions.update(image_versions(settings, Runner(log), unknown))
+        except CipugError as error:
+            log.verbose(f"the versions of the pinned images are not known: {error.message}")
+    unknown = [pinned for pinned in moved if pinned not in versions]
+    if unknown:
+        # Loaded only when a tag moved: it reads manifests and configs, not just digests.
+        from ..lookup.versions import registry_versions
+
+        versions.update(registry_versions(settings, log, unknown))
+    return versions
+
+
+def check_json(plan: ServicePlan, drift: list[Drift], lookups: LookupReport | None = None,
+               versions: Mapping[str, str] | None = None) -> dict[str, object]:
     """One service as `check --json` prints it."""
+    versions = versions or {}
     available = {change.entry.hashed_key: change.new for change in plan.changes}
     # Held, failed before or not due yet (cipug.holds): available, but not what the next run applies.
     skipped = {skip.change.entry.hashed_key: skip for skip in plan.skipped}
@@ -59,8 +91,11 @@ def check_json(plan: ServicePlan, drift: list[Drift], lookups: LookupReport | No
             "entry": entry.hashed_key,
             "tagged": entry.reference,
             "current": entry.current,
+            "current_version": versions.get(entry.current or ""),
             # Unknown when the service could not be resolved.
             "available": None if plan.error else available.get(entry.hashed_key, entry.current),
+            "available_version": None if plan.error else versions.get(available.get(entry.hashed_key,
+                                                                                    entry.current or "") or ""),
             "pending": None if plan.error else entry.hashed_key in available and entry.hashed_key not in skipped,
             "skipped": {"reason": skipped[entry.hashed_key].reason, "detail": skipped[entry.hashed_key].detail,
                         "due": skipped[entry.hashed_key].due} if entry.hashed_key in skipped else None,
@@ -80,14 +115,16 @@ def run_check(settings: Settings, log: Log, *, json_output: bool = False, refres
         plans = plan_services(settings, select_services(settings, log), log, refresh=refresh)
     screen(settings, log, plans, save_state=False)
     drift = drift_by_service(settings, plans, log)
+    versions = versions_of(settings, log, plans)
     if json_output:
         for plan in plans:
             if plan.error is not None:
                 log.error(f"{plan.service.name}: {plan.error.message}")
-        print(json.dumps([check_json(plan, drift.get(plan.service.name, []), lookups) for plan in plans], indent=2))
+        print(json.dumps([check_json(plan, drift.get(plan.service.name, []), lookups, versions) for plan in plans],
+                         indent=2))
     else:
         for plan in plans:
-            report_plan(plan, log, dry_run=True)
+            report_plan(plan, log, dry_run=True, versions=versions)
             for found in drift.get(plan.service.name, []):
                 log.info(f"{plan.service.name}: drift: {found.describe(plan.service.compose_file.name)}")
     failures = [plan.error.code for plan in plans if plan.error is not None]

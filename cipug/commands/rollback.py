@@ -23,10 +23,11 @@ from ..log import Log
 from ..lookup.references import Resolution, is_valid_digest
 from ..plan import Change, ImageEntry, ServicePlan, read_plan
 from ..programs.compose import ServiceControl
+from ..programs.containers import image_versions
 from ..programs.process import Runner
 from ..programs.snapper import Snapper
 from ..programs.tools import change_tools, require_tools
-from ..report import short_digest
+from ..report import short_digest, versions_text
 from ..services import Service, select_services
 from ..settings import Settings
 from ..transaction import Applier, Kind, Transaction, apply_all, folder_transaction, update_transaction
@@ -93,11 +94,13 @@ def roll_back(settings: Settings, log: Log, name: str, *, confirm: Confirm, snap
         # Filters only choose what the update run touches: a rollback works on any service folder.
         unfiltered = dataclasses.replace(settings, services_filter=(), services_filter_exclude=())
         [service] = select_services(unfiltered, log, [name])
-        update = last_update(history.read(settings.history_file, log), name, snapshot)
+        records = history.read(settings.history_file, log)
+        update = last_update(records, name, snapshot)
+        preview = _Preview(settings, log, runner, history.known_versions(records))
         if image_only:
-            transaction = _image_transaction(settings, log, service, update, snapshot)
+            transaction = _image_transaction(settings, preview, service, update, snapshot)
         else:
-            transaction = _folder_transaction(settings, log, service, update, snapshot, snapper)
+            transaction = _folder_transaction(settings, preview, service, update, snapshot, snapper)
         if transaction is None:
             if hold:
                 return _hold(settings, log, service, {record.entry: record.new for record in update if record.new})
@@ -140,13 +143,30 @@ def _hold(settings: Settings, log: Log, service: Service, rolled_back_from: dict
     return ExitCode.OK
 
 
-def _pin_lines(log: Log, pins: list[tuple[str, str, str | None, str | None]]) -> None:
-    for key, tagged, now, then in pins:
-        log.info(f"  {key} ({tagged}): {short_digest(now)} -> {short_digest(then)}")
+class _Preview:
+    """What a rollback shows before it asks: the pins it puts back, with their versions where known."""
+
+    def __init__(self, settings: Settings, log: Log, runner: Runner, versions: dict[str, str]) -> None:
+        self.settings, self.log, self.runner, self.versions = settings, log, runner, versions
+
+    def pin_lines(self, pins: list[tuple[str, str, str | None, str | None]]) -> None:
+        """One line per (key, tagged, pinned now, pinned after); versions history does not know are read
+        from the local images (the old ones are kept, KEEP_IMAGES)."""
+        unknown = [pin for _, _, now, then in pins for pin in (now, then) if pin and pin not in self.versions]
+        if unknown:
+            try:
+                self.versions.update(image_versions(self.settings, self.runner, unknown))
+            except CipugError as error:
+                self.log.verbose(f"the versions of the images are not known: {error.message}")
+        for key, tagged, now, then in pins:
+            between = versions_text(now, then, self.versions)
+            self.log.info(f"  {key} ({tagged}): {short_digest(now)} -> {short_digest(then)}"
+                          + (f" ({between})" if between else ""))
 
 
-def _image_transaction(settings: Settings, log: Log, service: Service, update: list[history.Record],
+def _image_transaction(settings: Settings, preview: _Preview, service: Service, update: list[history.Record],
                        number: int | None) -> Transaction | None:
+    log = preview.log
     if not update:
         which = f"that took snapshot {number}" if number is not None else "to roll back"
         raise CipugError(f"{service.name}: history ({settings.history_file}) has no update {which}",
@@ -160,13 +180,14 @@ def _image_transaction(settings: Settings, log: Log, service: Service, update: l
         log.info(f"{service.name}: .env already pins the images from before the update at {when}; nothing to do")
         return None
     log.info(f"{service.name}: put back the images from before the update at {when}; data stays as it is")
-    _pin_lines(log, [(change.entry.hashed_key, change.entry.reference, change.entry.current, change.new)
-                     for change in plan.changes])
+    preview.pin_lines([(change.entry.hashed_key, change.entry.reference, change.entry.current, change.new)
+                       for change in plan.changes])
     return update_transaction(settings, plan, Kind.IMAGE_ROLLBACK, f"image only: pins from before the update at {when}")
 
 
-def _folder_transaction(settings: Settings, log: Log, service: Service, update: list[history.Record],
+def _folder_transaction(settings: Settings, preview: _Preview, service: Service, update: list[history.Record],
                         number: int | None, snapper: Snapper) -> Transaction:
+    log = preview.log
     snapper_config = snapper.config_for(service.folder)
     if number is None:
         if not update:
@@ -195,5 +216,5 @@ def _folder_transaction(settings: Settings, log: Log, service: Service, update: 
     taken = f", taken before the update at {update[0].time}" if update else ""
     log.info(f"{service.name}: roll back {service.folder} to snapper snapshot {number} (config {snapper_config}){taken}")
     now = {entry.hashed_key: entry.current for entry in plan.entries}
-    _pin_lines(log, [(record.entry, record.tagged, now.get(record.entry), record.old) for record in update])
+    preview.pin_lines([(record.entry, record.tagged, now.get(record.entry), record.old) for record in update])
     return folder_transaction(settings, plan, snapper_config, number)

@@ -59,6 +59,8 @@ class RunFacts:
     appliers: list[Applier] = field(default_factory=list)
     # What the registries said: rate limits by registry, those that stopped answering (cipug.lookup.ratelimits).
     lookups: LookupReport = field(default_factory=LookupReport)
+    # Containers that run a tag their compose file names: (service, compose file name, drift).
+    tag_drift: list[tuple[str, str, Drift]] = field(default_factory=list)
     told: bool = False
 
     def records(self) -> list[history.Record]:
@@ -85,9 +87,11 @@ def _tell(settings: Settings, log: Log, facts: RunFacts, code: ExitCode) -> None
     statuses = entry_statuses(facts.plans, records, history.read(settings.history_file, log)
                               if settings.metrics_file else records)
     if settings.notify_urls or settings.notify_command:
-        from ..notify import events_from_records, events_from_statuses, notify_run
+        from ..notify import events_from_records, events_from_statuses, events_from_tag_drift, notify_run
 
-        events = events_from_records(records) + events_from_statuses(statuses, history.now_iso())
+        now = history.now_iso()
+        events = events_from_records(records) + events_from_statuses(statuses, now) + events_from_tag_drift(
+            facts.tag_drift, now)
         notify_run(settings, log, events, {plan.service.name for plan in facts.plans if plan.error is None})
     if settings.metrics_file:
         services = {plan.service.name: None if plan.error is None else plan.error.message for plan in facts.plans}
@@ -133,6 +137,7 @@ def _update(settings: Settings, log: Log, service_names: Iterable[str], dry_run:
             if found.tag:
                 # Restarting would not help: the compose file itself names a tag.
                 log.warning(f"{plan.service.name}: {found.describe(plan.service.compose_file.name)}")
+                facts.tag_drift.append((plan.service.name, plan.service.compose_file.name, found))
     restart = [(plan, on_digests) for plan in plans
                if (on_digests := [found for found in drifted.get(plan.service.name, []) if not found.tag])]
     if changed or restart:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +33,18 @@ class Record(NamedTuple):
     # The images' versions (OCI version label, else build time), where cipug could read them.
     old_version: str | None = None
     new_version: str | None = None
+    # The update's new images did not start or come up (rolled back, or stopped when there was nothing to go back to).
+    did_not_come_up: bool = False
+
+
+def known_versions(records: Iterable[Record]) -> dict[str, str]:
+    """Pinned reference → the version history last recorded for it (a digest's image never changes)."""
+    versions: dict[str, str] = {}
+    for record in records:
+        for pinned, version in ((record.old, record.old_version), (record.new, record.new_version)):
+            if pinned and version:
+                versions[pinned] = version
+    return versions
 
 
 def now_iso() -> str:

@@ -28,11 +28,18 @@ grants them); per repository instead when the token's `access` claim (a JWT's)
 grants fewer, when the token service refuses the request, or when the registry
 answers 401 to the shared token — from then on for that registry and run.
 Idle connections are kept per host and reused.
+
+`read()` fetches a pinned reference's manifests and blobs by digest (GET, the same
+authentication, rate-limit and fallback rules), each checked against its digest; a blob
+answered with a redirect is fetched there, without the Authorization header when the
+redirect leaves the registry's host.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import http.client
 import io
 import json
@@ -46,7 +53,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Literal, TypeVar, cast
 
 from .. import __version__
 from ..errors import CipugError, ExitCode
@@ -68,12 +75,21 @@ _USER_AGENT = f"cipug/{__version__}"
 _DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 # A 429 is retried once when Retry-After asks for at most this many seconds.
 RETRY_AFTER_MAX = 5.0
-# Token answers are small; a bigger body is not a token service.
-_BODY_MAX = 1 << 20
+# Tokens, manifests and image configs are small; registries refuse manifests over 4 MiB.
+_BODY_MAX = 4 << 20
+_REDIRECTS = (301, 302, 303, 307, 308)
+_REDIRECTS_MAX = 5
 # A token request names at most this many characters of scopes (50 repositories take about 2000).
 _SCOPES_QUERY_MAX = 6000
 # Host names under which auth files know Docker Hub.
 _DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+T = TypeVar("T")
+Credentials = tuple[str, str]
+Kind = Literal["manifests", "blobs"]
+# (kind, digest) -> (media type, body): a manifest or blob of one repository, checked against its digest.
+Fetch = Callable[[Kind, str], tuple[str, bytes]]
 
 
 class _Fallback(Exception):
@@ -191,7 +207,7 @@ class RegistryResolver:
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._tokens: dict[tuple[str, str, str], _TokenSlot] = {}
         # One token for several repositories: by realm, service and credentials.
-        self._grants: dict[tuple[str, str, tuple[str, str] | None], _Grant] = {}
+        self._grants: dict[tuple[str, str, Credentials | None], _Grant] = {}
         # Registries whose token service did not grant several repositories at once.
         self._per_repository: set[str] = set()
         self._expected: dict[str, set[str]] = {}
@@ -207,14 +223,16 @@ class RegistryResolver:
         self.stopped: dict[str, float | None] = {}
         self._stop_reasons: dict[str, str] = {}
 
-    def expect(self, references: Iterable[str]) -> None:
-        """The references this run will look up: their repositories share a token where the registry allows."""
+    def expect(self, references: Iterable[str], *, pinned: bool = False) -> None:
+        """The references this run will look up (`pinned`: read by digest): their repositories share a
+        token where the registry allows."""
         for reference in references:
             try:
                 ref = parse_reference(reference)
             except ValueError:
                 continue
-            if not ref.digest:
+            # resolve() sends nothing for a reference that carries a digest; read() does.
+            if pinned or not ref.digest:
                 with self._lock:
                     self._expected.setdefault(ref.registry, set()).add(ref.repository)
 
@@ -227,27 +245,34 @@ class RegistryResolver:
 
     def resolve(self, reference: str) -> Resolution:
         """The Name and Digest skopeo would report; CipugError(RESOLVE_FAILED) when there is none."""
-        try:
-            ref = parse_reference(reference)
-        except ValueError as error:
-            raise CipugError(f"{reference} is not a valid image reference: {error}", ExitCode.RESOLVE_FAILED) from None
+        ref = _parse(reference)
         if ref.digest:
             return Resolution(ref.name, ref.digest)
-        try:
-            return self._lookup(ref, reference)
-        except _NotChecked as stopped:
-            raise CipugError(f"{reference}: not checked: {stopped}", ExitCode.RESOLVE_FAILED) from None
-        except _Failed as failure:
-            raise CipugError(f"{reference} could not be resolved: {failure}", ExitCode.RESOLVE_FAILED) from None
-        except _Fallback as cannot:
-            reason = str(cannot)
-        if self._fallback is None:
-            raise CipugError(f"{reference} could not be resolved: {reason} (REGISTRY_FALLBACK is off)",
-                             ExitCode.RESOLVE_FAILED)
+        return self._answer(ref, reference, "resolved", self._head, self._fallback)
+
+    def read(self, reference: str, reader: Callable[[Fetch], T], fallback: Callable[[str], T] | None) -> T:
+        """What `reader` makes of the documents of a pinned reference (`name@sha256:…`), fetched by digest.
+
+        `fallback` (skopeo) answers where the registry cannot be read faithfully; CipugError(RESOLVE_FAILED)
+        when nothing can answer.
+        """
+        ref = _parse(reference)
+        if not ref.digest:
+            raise CipugError(f"{reference} is not pinned by digest", ExitCode.RESOLVE_FAILED)
+
+        def action(ref: Reference, credentials: Credentials | None) -> T:
+            return reader(functools.partial(self._fetch, ref, credentials))
+
+        return self._answer(ref, reference, "read", action, fallback)
+
+    def keep_stopped(self, stopped: Mapping[str, float | None]) -> None:
+        """Registries stopped earlier in the run (a pull-limit 429 to another resolver): they are sent nothing."""
         with self._lock:
-            self.fallbacks[reference] = reason
-        self._log.verbose(f"{reference}: falling back to skopeo because {reason}")
-        return self._fallback(reference)
+            for registry, until in stopped.items():
+                self.stopped.setdefault(registry, until)
+                self._stop_reasons.setdefault(
+                    registry, f"registry {registry} answered a pull-limit 429 earlier in this run; nothing more is "
+                              "sent to it")
 
     def close(self) -> None:
         """Close the connections kept open for later requests."""
@@ -259,7 +284,26 @@ class RegistryResolver:
 
     # The manifest request and its authentication.
 
-    def _lookup(self, ref: Reference, written: str) -> Resolution:
+    def _answer(self, ref: Reference, written: str, done: str,
+                action: Callable[[Reference, Credentials | None], T], fallback: Callable[[str], T] | None) -> T:
+        """`action`'s answer for `ref`, else the fallback's where it cannot be faithful; CipugError(RESOLVE_FAILED)."""
+        try:
+            return self._lookup(ref, written, action)
+        except _NotChecked as stopped:
+            raise CipugError(f"{written}: not checked: {stopped}", ExitCode.RESOLVE_FAILED) from None
+        except _Failed as failure:
+            raise CipugError(f"{written} could not be {done}: {failure}", ExitCode.RESOLVE_FAILED) from None
+        except _Fallback as cannot:
+            reason = str(cannot)
+        if fallback is None:
+            raise CipugError(f"{written} could not be {done}: {reason} (REGISTRY_FALLBACK is off)",
+                             ExitCode.RESOLVE_FAILED)
+        with self._lock:
+            self.fallbacks[written] = reason
+        self._log.verbose(f"{written}: falling back to skopeo because {reason}")
+        return fallback(written)
+
+    def _lookup(self, ref: Reference, written: str, action: Callable[[Reference, Credentials | None], T]) -> T:
         self._check_stopped(ref.registry)
         if self._registries_conf is not None:
             reason = self._registries_conf.reason(ref, written)
@@ -273,28 +317,101 @@ class RegistryResolver:
                 gate = self._gates[ref.registry] = threading.Event()
         if first:
             try:
-                return self._head(ref, credentials)
+                return action(ref, credentials)
             finally:
                 gate.set()
-        # Bounded: the first lookup makes at most four requests, each within the timeout, and one wait.
+        if not gate.is_set():
+            self._preconnect(self._scheme(ref), _endpoint(ref))
+        # Bounded: the first lookup makes at most four requests, each within the timeout, and one wait
+        # (a read's first can take longer: the others then go ahead without its answer).
         gate.wait(4 * self._timeout + RETRY_AFTER_MAX)
-        return self._head(ref, credentials)
+        return action(ref, credentials)
 
-    def _head(self, ref: Reference, credentials: tuple[str, str] | None) -> Resolution:
-        scheme = "http" if ref.registry.lower() in self._insecure else "https"
-        host = _DOCKER_HUB_ENDPOINT if ref.registry == DOCKER_HUB else ref.registry
-        target = f"/v2/{ref.repository}/manifests/{ref.tag}"
+    def _preconnect(self, scheme: str, host: str) -> None:
+        """Open a connection for later while the first lookup authenticates: its TCP and TLS round trips
+        overlap the challenge and token ones. Sends no request; a failure is left for the request to meet."""
+        connection = self._connection(scheme, host)
+        try:
+            connection.connect()
+        except OSError:
+            connection.close()
+            return
+        with self._lock:
+            self._idle.setdefault((scheme, host), []).append(connection)
+
+    def _head(self, ref: Reference, credentials: Credentials | None) -> Resolution:
+        answer = self._authorized(ref, credentials, "HEAD", f"/v2/{ref.repository}/manifests/{ref.tag}", _ACCEPT,
+                                  f"tag {ref.tag}")
+        return self._resolution(ref, _endpoint(ref), answer)
+
+    def _fetch(self, ref: Reference, credentials: Credentials | None, kind: Kind, digest: str) -> tuple[str, bytes]:
+        """A manifest or blob of `ref`'s repository by digest: its media type and body, checked against the digest."""
+        if not is_valid_digest(digest):
+            # Also keeps what a manifest names out of the request's path.
+            raise _Failed(f"{digest!r} is not a sha256 digest")
+        host = _endpoint(ref)
+        target = f"/v2/{ref.repository}/{kind}/{digest}"
+        what = f"{kind[:-1]} {digest}"
+        if kind == "manifests":
+            answer = self._authorized(ref, credentials, "GET", target, _ACCEPT, what)
+        else:
+            answer = self._authorized(ref, credentials, "GET", target, None, what, _REDIRECTS)
+            host, answer = self._follow(ref, credentials, host, target, answer, what)
+        media_type = _media_type(answer)
+        if kind == "manifests" and media_type not in MANIFEST_TYPES:
+            raise _Fallback(f"{host} answered with manifest type {media_type or 'none'}")
+        if "sha256:" + hashlib.sha256(answer.body).hexdigest() != digest:
+            raise _Failed(f"{host} sent a {kind[:-1]} whose sha256 is not its digest {digest}: refused")
+        return media_type, answer.body
+
+    def _follow(self, ref: Reference, credentials: Credentials | None, host: str, target: str, answer: _Answer,
+                what: str) -> tuple[str, _Answer]:
+        """The answer at the end of a blob's redirects, and its host; credentials stay on the registry's host."""
+        scheme = self._scheme(ref)
+        registry_host = (scheme, host.lower())
+        for _ in range(_REDIRECTS_MAX):
+            if answer.status not in _REDIRECTS:
+                if answer.status == 404:
+                    raise _Failed(f"{what} not found at {host}")
+                if answer.status != 200:
+                    raise _Fallback(f"{host} answered HTTP {answer.status} {answer.reason}".rstrip())
+                return host, answer
+            location = answer.headers.get("Location")
+            if not location:
+                raise _Fallback(f"{host} answered HTTP {answer.status} without a Location")
+            url = urllib.parse.urlsplit(urllib.parse.urljoin(f"{scheme}://{host}{target}", location))
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise _Fallback(f"{host} redirected to {location!r}, not an http(s) URL")
+            if url.scheme == "http" and url.netloc.lower() not in self._insecure:
+                raise _Fallback(f"{host} redirected to plain HTTP and {url.netloc} is not in REGISTRY_INSECURE_HOSTS")
+            scheme, host, target = url.scheme, url.netloc, (url.path or "/") + (f"?{url.query}" if url.query else "")
+            headers = {"User-Agent": _USER_AGENT}
+            authorization = self._known_authorization(ref, credentials) if (scheme, host.lower()) == registry_host \
+                else None
+            if authorization:
+                headers["Authorization"] = authorization
+            self._check_stopped(ref.registry)
+            answer = self._request("GET", scheme, host, target, headers)
+        raise _Fallback(f"{host} redirected more than {_REDIRECTS_MAX} times")
+
+    def _authorized(self, ref: Reference, credentials: Credentials | None, method: str, target: str,
+                    accept: str | None, what: str, also: Sequence[int] = ()) -> _Answer:
+        """A request to `ref`'s registry, authenticated as it asks: its 200 (or `also`) answer; `what` names
+        what a 404 did not find."""
+        scheme, host = self._scheme(ref), _endpoint(ref)
         authorization = self._known_authorization(ref, credentials)
         challenged = rate_limited = shared_refused = False
         while True:
             self._check_stopped(ref.registry)
-            headers = {"Accept": _ACCEPT, "User-Agent": _USER_AGENT}
+            headers = {"User-Agent": _USER_AGENT}
+            if accept:
+                headers["Accept"] = accept
             if authorization:
                 headers["Authorization"] = authorization
-            answer = self._request("HEAD", scheme, host, target, headers)
+            answer = self._request(method, scheme, host, target, headers)
             self._note_rate_limit(ref.registry, answer)
-            if answer.status == 200:
-                return self._resolution(ref, host, answer)
+            if answer.status == 200 or answer.status in also:
+                return answer
             if answer.status == 401 and not challenged:
                 challenged = True
                 authorization = self._meet_challenge(ref, host, answer, credentials, authorization)
@@ -307,7 +424,7 @@ class RegistryResolver:
             if answer.status == 401:
                 raise _Fallback(f"{host} still answers 401 Unauthorized after authenticating")
             if answer.status == 404:
-                raise _Failed(f"tag {ref.tag} not found in registry {ref.registry} (repository {ref.repository})")
+                raise _Failed(f"{what} not found in registry {ref.registry} (repository {ref.repository})")
             if answer.status == 429:
                 wait = self._rate_limited(ref.registry, answer)
                 if not rate_limited and wait is not None and wait <= RETRY_AFTER_MAX:
@@ -318,13 +435,16 @@ class RegistryResolver:
                 raise _Failed(f"registry {ref.registry} is rate limiting requests (HTTP 429{later})")
             raise _Fallback(f"{host} answered HTTP {answer.status} {answer.reason}".rstrip())
 
+    def _scheme(self, ref: Reference) -> str:
+        return "http" if ref.registry.lower() in self._insecure else "https"
+
     def _resolution(self, ref: Reference, host: str, answer: _Answer) -> Resolution:
         digest = answer.headers.get("Docker-Content-Digest")
         if digest is None:
             raise _Fallback(f"{host} sent no Docker-Content-Digest header")
         if not is_valid_digest(digest):
             raise _Fallback(f"{host} sent Docker-Content-Digest {digest!r}, not a sha256 digest")
-        media_type = (answer.headers.get("Content-Type") or "").partition(";")[0].strip()
+        media_type = _media_type(answer)
         # Another type (an old schema 1 manifest) may have a digest skopeo reports differently.
         if media_type and media_type not in MANIFEST_TYPES:
             raise _Fallback(f"{host} answered with manifest type {media_type}")
@@ -376,7 +496,7 @@ class RegistryResolver:
 
     # Authentication.
 
-    def _known_authorization(self, ref: Reference, credentials: tuple[str, str] | None) -> str | None:
+    def _known_authorization(self, ref: Reference, credentials: Credentials | None) -> str | None:
         """Authenticate the first request as the registry asked before, saving a 401 round trip."""
         with self._lock:
             bearer = self._bearer.get(ref.registry)
@@ -389,7 +509,7 @@ class RegistryResolver:
         return None
 
     def _meet_challenge(
-        self, ref: Reference, host: str, answer: _Answer, credentials: tuple[str, str] | None, refused: str | None
+        self, ref: Reference, host: str, answer: _Answer, credentials: Credentials | None, refused: str | None
     ) -> str:
         """The Authorization header that answers a 401's WWW-Authenticate challenge."""
         challenges = _parse_challenges(answer.headers.get_all("WWW-Authenticate") or [])
@@ -411,7 +531,7 @@ class RegistryResolver:
             return _basic_authorization(credentials)
         raise _Fallback(f"{host} answered 401 without a Bearer or Basic challenge")
 
-    def _token(self, ref: Reference, realm: str, service: str, scope: str, credentials: tuple[str, str] | None,
+    def _token(self, ref: Reference, realm: str, service: str, scope: str, credentials: Credentials | None,
                refused: str | None) -> str:
         """A token for `scope`: the registry's shared token where it grants several repositories, else one per scope."""
         shared = self._shared_token(ref, realm, service, scope, credentials, refused)
@@ -425,7 +545,7 @@ class RegistryResolver:
             return slot.token
 
     def _shared_token(self, ref: Reference, realm: str, service: str, scope: str,
-                      credentials: tuple[str, str] | None, refused: str | None) -> str | None:
+                      credentials: Credentials | None, refused: str | None) -> str | None:
         """One token for all of this run's repositories on the registry with these credentials, asked for at once.
 
         None when there is no such token for `scope`: a single repository, a registry that refused a
@@ -469,7 +589,7 @@ class RegistryResolver:
         with self._lock:
             return any(authorization == f"Bearer {grant.token}" for grant in self._grants.values() if grant.token)
 
-    def _run_scopes(self, ref: Reference, credentials: tuple[str, str] | None) -> set[str]:
+    def _run_scopes(self, ref: Reference, credentials: Credentials | None) -> set[str]:
         """The pull scopes of this run's repositories on `ref`'s registry that use the same credentials."""
         with self._lock:
             repositories = sorted(self._expected.get(ref.registry, ()))
@@ -492,7 +612,7 @@ class RegistryResolver:
             self._log.verbose(f"registry {registry}: one token per repository, because {why}")
 
     def _fetch_token(self, registry: str, realm: str, service: str, scopes: Sequence[str],
-                     credentials: tuple[str, str] | None) -> str:
+                     credentials: Credentials | None) -> str:
         url = urllib.parse.urlsplit(realm)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise _Fallback(f"the token realm {realm!r} is not an http(s) URL")
@@ -549,12 +669,15 @@ class RegistryResolver:
             idle = self._idle.get((scheme, host))
             if idle:
                 return idle.pop(), True
+        return self._connection(scheme, host), False
+
+    def _connection(self, scheme: str, host: str) -> http.client.HTTPConnection:
         if scheme == "https":
             with self._lock:
                 if self._ssl is None:
                     self._ssl = ssl.create_default_context()
-            return http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl), False
-        return http.client.HTTPConnection(host, timeout=self._timeout), False
+            return http.client.HTTPSConnection(host, timeout=self._timeout, context=self._ssl)
+        return http.client.HTTPConnection(host, timeout=self._timeout)
 
     def _exchange(
         self, connection: http.client.HTTPConnection, method: str, target: str, headers: dict[str, str], deadline: float
@@ -594,7 +717,7 @@ class RegistryResolver:
 
     # Credentials, looked up where skopeo and podman look, in their order.
 
-    def _credentials(self, ref: Reference) -> tuple[str, str] | None:
+    def _credentials(self, ref: Reference) -> Credentials | None:
         with self._lock:
             if self._auth_files is None:
                 self._auth_files = [_read_auth_file(path, legacy) for path, legacy in _auth_file_paths(os.environ)]
@@ -609,6 +732,21 @@ class RegistryResolver:
             if credentials:
                 return credentials
         return None
+
+
+def _parse(reference: str) -> Reference:
+    try:
+        return parse_reference(reference)
+    except ValueError as error:
+        raise CipugError(f"{reference} is not a valid image reference: {error}", ExitCode.RESOLVE_FAILED) from None
+
+
+def _endpoint(ref: Reference) -> str:
+    return _DOCKER_HUB_ENDPOINT if ref.registry == DOCKER_HUB else ref.registry
+
+
+def _media_type(answer: _Answer) -> str:
+    return (answer.headers.get("Content-Type") or "").partition(";")[0].strip()
 
 
 def _auth_file_paths(environ: Mapping[str, str]) -> list[tuple[Path, bool]]:
@@ -646,7 +784,7 @@ def _read_auth_file(path: Path, legacy: bool) -> _AuthFile:
     return _AuthFile(path, legacy, data)
 
 
-def _file_credentials(auth_file: _AuthFile, ref: Reference, registry: str) -> tuple[str, str] | None:
+def _file_credentials(auth_file: _AuthFile, ref: Reference, registry: str) -> Credentials | None:
     """Username and password for `ref` from one auth file; None sends the search on to the next file."""
     data = auth_file.data
     assert isinstance(data, dict)
@@ -672,7 +810,7 @@ def _file_credentials(auth_file: _AuthFile, ref: Reference, registry: str) -> tu
     return credentials
 
 
-def _entry_credentials(entry: object, where: str) -> tuple[str, str] | None:
+def _entry_credentials(entry: object, where: str) -> Credentials | None:
     if not isinstance(entry, dict):
         raise _Fallback(f"the {where} is not an object")
     if entry.get("identitytoken"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import CipugError
 from ..log import Log
@@ -18,6 +19,12 @@ from .cache import ResolutionCache
 from .ratelimits import LookupReport
 from .references import Resolution, Resolver
 from .skopeo import skopeo_resolver
+
+if TYPE_CHECKING:
+    from .registry import RegistryResolver
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 # What the lookups of the commands running in this context learnt (rate limits, registries stopped).
 _RECORDING: ContextVar[LookupReport | None] = ContextVar("cipug_lookup_report", default=None)
@@ -51,21 +58,38 @@ def make_lookups(settings: Settings, log: Log) -> Lookups:
     skopeo = skopeo_resolver(settings.skopeo_tool, settings.registry_timeout, Runner(log))
     if settings.resolver == "skopeo":
         return Lookups(skopeo, settings.resolve_workers)
+    resolver = registry_resolver(settings, log, skopeo)
+    return Lookups(resolver.resolve, settings.registry_workers, resolver.expect, resolver.report, resolver.close)
+
+
+def registry_resolver(settings: Settings, log: Log, skopeo: Resolver | None) -> RegistryResolver:
+    """The registry resolver as configured, handing over to `skopeo` (bounded) where REGISTRY_FALLBACK allows.
+
+    Registries stopped earlier in the run (recording()) stay stopped.
+    """
     # The HTTP client is loaded only when the registry resolver is asked for.
     from .registries_conf import load_registries_conf
     from .registry import RegistryResolver
 
-    # The HEAD lookups run REGISTRY_WORKERS at a time; skopeo, where they hand over, RESOLVE_WORKERS.
-    skopeo_slots = threading.BoundedSemaphore(settings.resolve_workers)
-
-    def bounded_skopeo(reference: str) -> Resolution:
-        with skopeo_slots:
-            return skopeo(reference)
-
-    resolver = RegistryResolver(settings.registry_insecure_hosts, settings.registry_timeout, log,
-                                bounded_skopeo if settings.registry_fallback else None,
+    fallback = bounded(skopeo, settings.resolve_workers) if skopeo is not None and settings.registry_fallback else None
+    resolver = RegistryResolver(settings.registry_insecure_hosts, settings.registry_timeout, log, fallback,
                                 load_registries_conf(settings.skopeo_tool))
-    return Lookups(resolver.resolve, settings.registry_workers, resolver.expect, resolver.report, resolver.close)
+    recorder = _RECORDING.get()
+    if recorder is not None:
+        resolver.keep_stopped(recorder.stopped)
+    return resolver
+
+
+def bounded(call: Callable[[str], T], slots: int) -> Callable[[str], T]:
+    """`call`, at most `slots` at once: the registry's lookups run REGISTRY_WORKERS at a time, skopeo
+    where they hand over RESOLVE_WORKERS."""
+    semaphore = threading.BoundedSemaphore(slots)
+
+    def limited(reference: str) -> T:
+        with semaphore:
+            return call(reference)
+
+    return limited
 
 
 def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, log: Log, *,
@@ -98,7 +122,7 @@ def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, 
             results |= _look_up(pending, lookups.resolve, lookups.workers, log)
         finally:
             lookups.close()
-        _report(lookups.report(), log)
+        report_lookups(lookups.report(), log)
         for reference in pending:
             outcome = results[reference]
             if isinstance(outcome, Resolution):
@@ -108,9 +132,6 @@ def resolve_all(pins: Mapping[str, Collection[str | None]], settings: Settings, 
 
 
 def _look_up(references: list[str], resolver: Resolver, workers: int, log: Log) -> dict[str, Resolution | CipugError]:
-    # The thread pool is only started, and imported, when something has to be looked up.
-    from concurrent.futures import ThreadPoolExecutor
-
     def attempt(reference: str) -> Resolution | CipugError:
         try:
             resolution = resolver(reference)
@@ -119,11 +140,22 @@ def _look_up(references: list[str], resolver: Resolver, workers: int, log: Log) 
         log.verbose(f"{reference}: {resolution.pinned}")
         return resolution
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(references))) as pool:
-        return dict(zip(references, pool.map(attempt, references)))
+    return dict(zip(references, in_parallel(references, attempt, workers)))
 
 
-def _report(report: LookupReport, log: Log) -> None:
+def in_parallel(items: Sequence[T], call: Callable[[T], R], workers: int) -> list[R]:
+    """`call` of each item, in order, `workers` threads at a time; an exception one raises is raised here."""
+    if not items:
+        return []
+    # Loaded only when something is looked up: a run the cache answers needs no threads.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(call, items))
+
+
+def report_lookups(report: LookupReport, log: Log) -> None:
+    """Say what the registries told of their rate limits, and add it all to recording()'s report."""
     for registry, limit in sorted(report.rate_limits.items()):
         log.verbose(f"registry {registry}: rate limit: {limit.describe()}")
     recorder = _RECORDING.get()

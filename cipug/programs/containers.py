@@ -43,26 +43,47 @@ VERSION_LABEL = "org.opencontainers.image.version"
 
 
 def image_version(inspected: dict[str, Any]) -> str | None:
-    """An image's version: its OCI version label, else when it was created; None when neither is known."""
-    labels = inspected.get("Labels") or (inspected.get("Config") or {}).get("Labels") or {}
-    version = labels.get(VERSION_LABEL)
-    if isinstance(version, str) and version.strip():
+    """An image's version: its OCI version label, else when it was created; None when neither is known.
+
+    `inspected` is what `podman|docker image inspect` print for the image (`Labels` or `Config.Labels`,
+    `Created`) or its config blob as a registry serves it and `skopeo inspect --config` prints it
+    (`config.Labels`, `created`).
+    """
+    config = inspected.get("Config") or inspected.get("config")
+    labels = inspected.get("Labels") or (config.get("Labels") if isinstance(config, dict) else None)
+    version = labels.get(VERSION_LABEL) if isinstance(labels, dict) else None
+    # A registry's text ends up on terminals and in history: one line of printable characters only.
+    if isinstance(version, str) and version.strip() and version.isprintable():
         return version.strip()
-    created = inspected.get("Created")
-    # Both podman and docker give an RFC 3339 time; to the second is enough to tell builds apart.
-    return f"built {created[:19].replace('T', ' ')}" if isinstance(created, str) and len(created) >= 19 else None
+    created = inspected.get("Created") or inspected.get("created")
+    # Both tools and the config blob give an RFC 3339 time; to the second is enough to tell builds apart.
+    if isinstance(created, str) and len(created) >= 19 and created[:19].isprintable():
+        return f"built {created[:19].replace('T', ' ')}"
+    return None
 
 
 def image_versions(settings: Settings, runner: Runner, references: list[str]) -> dict[str, str]:
-    """The versions of the local images among `references` (a reference not present locally is left out)."""
-    versions = {}
-    for reference in dict.fromkeys(references):
-        result = runner.run([*settings.container_tool, "image", "inspect", reference])
-        try:
-            [inspected] = json.loads(result.stdout) if result.returncode == 0 else [None]
-        except ValueError:
+    """The versions of the local images among the pinned `references` (one not present locally is left out).
+
+    One `image inspect` for all: podman and docker print the images they have, and exit non-zero for
+    the others. An image is matched to a pin by the digests it was pulled by (RepoDigests), which
+    docker gives in short form (`nginx@sha256:…`) and podman in full.
+    """
+    wanted = list(dict.fromkeys(references))
+    if not wanted:
+        return {}
+    result = runner.run([*settings.container_tool, "image", "inspect", *wanted])
+    try:
+        inspected = json.loads(result.stdout or "[]")
+    except ValueError:
+        return {}
+    by_digest: dict[str, str] = {}
+    for image in inspected if isinstance(inspected, list) else []:
+        version = image_version(image) if isinstance(image, dict) else None
+        if version is None:
             continue
-        version = image_version(inspected) if isinstance(inspected, dict) else None
-        if version:
-            versions[reference] = version
-    return versions
+        for repo_digest in image.get("RepoDigests") or []:
+            if isinstance(repo_digest, str):
+                by_digest[repo_digest.rpartition("@")[2]] = version
+    return {reference: by_digest[digest] for reference in wanted
+            if (digest := reference.rpartition("@")[2]) in by_digest}

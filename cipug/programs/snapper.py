@@ -63,6 +63,11 @@ class Snapper:
             raise CipugError(f"snapper create printed no snapshot number: {stdout.strip()!r}",
                              ExitCode.SNAPSHOT_FAILED) from None
 
+    def describe(self, config: str, number: int, description: str) -> None:
+        """Give snapshot `number` another description."""
+        self.runner.output([*self.snapper, "-c", config, "modify", "--description", description, str(number)],
+                           ExitCode.SNAPSHOT_FAILED, f"snapper modify of snapshot {number} with config {config} failed")
+
     def undo_change(self, config: str, number: int) -> None:
         """Make the folder as it was in snapshot `number` (files changed since are put back)."""
         self.runner.output([*self.snapper, "-c", config, "undochange", f"{number}..0"], ExitCode.SNAPSHOT_FAILED,

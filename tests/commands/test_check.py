@@ -99,3 +99,27 @@ def test_a_change_that_goes_ahead_is_still_pending(web, capsys):
     [service] = json.loads(out)
     assert code == ExitCode.UPDATES_PENDING and service["status"] == "pending" and service["held"] is None
     assert service["entries"][0]["pending"] is True and service["entries"][0]["skipped"] is None
+
+
+def test_versions_come_from_history_the_local_images_and_for_moved_digests_the_registry(web, capsys):
+    web.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B, occurrences=3)
+    web.fp.register(["podman", "image", "inspect", PIN_A], stdout=json.dumps([{
+        "Labels": {"org.opencontainers.image.version": "1.27.1"}, "RepoDigests": [PIN_A]}]), occurrences=2)
+    web.fp.register(["skopeo", "inspect", "--config", f"docker://{PIN_B}"], stdout=json.dumps({
+        "created": "2026-01-02T03:04:05Z", "config": {"Labels": {"org.opencontainers.image.version": "1.27.2"}}}),
+        occurrences=2)
+
+    code, out = check(web, capsys, check_versions="true")
+    assert code == ExitCode.UPDATES_PENDING
+    assert f"web: would set {HASHED}={PIN_B} (was {PIN_A}; 1.27.1 → 1.27.2)" in out
+
+    code, out = check(web, capsys, json_output=True, check_versions="true")
+    [entry] = json.loads(out)[0]["entries"]
+    assert (entry["current_version"], entry["available_version"]) == ("1.27.1", "1.27.2")
+
+    # Without CHECK_VERSIONS: no image inspect, no manifest GET, nothing known.
+    calls = len(web.calls())
+    code, out = check(web, capsys, json_output=True)
+    [entry] = json.loads(out)[0]["entries"]
+    assert (entry["current_version"], entry["available_version"]) == (None, None)
+    assert [call[:2] for call in web.calls()[calls:]] == [["skopeo", "inspect"]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,9 @@ from cipug.commands.hold import hold, release
 from cipug.errors import CipugError, ExitCode
 from cipug.files import state as state_file
 from cipug.files.lock import run_lock
-from cipug.files.state import State
 from cipug.log import Log
 from cipug.settings import load_settings
-from tests.support.fakestack import DIGEST_A, DIGEST_B, ENV_A, ENV_B, HASHED, PIN_B, Rollback, record
+from tests.support.fakestack import DIGEST_B, ENV_A, ENV_B, HASHED, PIN_B, Rollback, record
 
 T0 = 1_800_000_000.0
 NOW = holds.iso(T0)

@@ -19,6 +19,8 @@ from cipug.transaction import folder_records
 from cipug.files.lock import run_lock
 
 SNAPSHOTS = "snapper --jsonout -c web-snap list"
+# The preview looks for the versions of the pins in the local images.
+PREVIEW = f"podman image inspect {PIN_B} {PIN_A}"
 
 
 def snapper_list(stack, *numbers: int) -> None:
@@ -102,6 +104,7 @@ def test_folder_rollback_stops_snapshots_restores_pulls_and_starts(web):
     assert web.calls() == [
         "snapper --jsonout list-configs",
         SNAPSHOTS,
+        PREVIEW,
         "podman-compose -f compose.yml down",
         "snapper -c web-snap create --cleanup-algorithm number --description cipug rollback web: before "
         "undochange 12..0 --print-number",
@@ -120,7 +123,7 @@ def test_folder_rollback_stops_snapshots_restores_pulls_and_starts(web):
     assert f"{HASHED} (nginx:latest): {DIGEST_B[:19]} -> {DIGEST_A[:19]}" in out
     assert "state before the rollback is snapshot 15" in out
     # Held afterwards, naming the digest it was rolled back from.
-    assert f"web: held since " in out and f"(cipug rollback; rolled back from {DIGEST_B[:19]})" in out
+    assert "web: held since " in out and f"(cipug rollback; rolled back from {DIGEST_B[:19]})" in out
     assert "`cipug release web`" in out and web.stack.err.getvalue() == ""
 
 
@@ -130,7 +133,7 @@ def test_declined_rollback_changes_nothing_and_records_nothing(web):
 
     assert web.run() == ExitCode.OK
 
-    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS]
+    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS, PREVIEW]
     assert web.env_file.read_text() == ENV_B and web.last_records() == []
     assert "cancelled: nothing was changed" in web.stack.out.getvalue()
 
@@ -235,7 +238,7 @@ def test_failed_stop_changes_nothing_and_starts_what_it_may_have_stopped(web):
 
     assert web.run() == ExitCode.RESTART_FAILED
 
-    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS, "podman-compose -f compose.yml down",
+    assert web.calls() == ["snapper --jsonout list-configs", SNAPSHOTS, PREVIEW, "podman-compose -f compose.yml down",
                            "podman-compose -f compose.yml up -d"]
     assert web.env_file.read_text() == ENV_B
     assert "stopping failed" in web.stack.err.getvalue() and "it was started again" in web.stack.err.getvalue()
@@ -263,7 +266,7 @@ def test_systemd_method_stops_and_starts_the_unit(web):
         web.stack.fp.register(["systemctl", action, "podman-compose@web.service"])
 
     assert web.run(stop_start_method="systemd-system", service_pull="false") == ExitCode.OK
-    assert web.calls()[2] == "systemctl stop podman-compose@web.service"
+    assert web.calls()[3] == "systemctl stop podman-compose@web.service"
     assert web.calls()[-1] == "systemctl start podman-compose@web.service"
 
 
@@ -312,7 +315,7 @@ def test_image_only_writes_the_old_pins_pulls_and_restarts(web):
     assert done.detail == "image only: pins from before the update at 2026-01-01T00:00:00+00:00"
     out = web.stack.out.getvalue()
     assert "put back the images from before the update at 2026-01-01T00:00:00+00:00; data stays as it is" in out
-    assert "steps: check that the compose tool works here, snapshot the folder, write .env, pull, restart" in out
+    assert "steps: check that the compose tool works here, snapshot the folder, write .env, pull, note the versions, restart" in out
     assert "web: rolled back and restarted" in out
     assert web.questions == ["Roll back the images of web?"]
 
@@ -366,3 +369,17 @@ def test_image_only_that_does_not_come_up_is_undone_and_recorded_as_failed(web):
     [failed] = web.last_records()
     assert failed.outcome == "failed" and failed.detail.startswith("image only: pins from before the update")
     assert "starting failed" in failed.detail
+
+
+def test_the_preview_names_the_versions_from_history_and_the_local_images(stack):
+    stack.fp.register(["podman", "image", "inspect", PIN_B], stdout=json.dumps([{
+        "Labels": {"org.opencontainers.image.version": "1.27.2"}, "RepoDigests": [PIN_B]}]))
+    web = Rollback(stack)
+    web.add_history(record()._replace(old_version="1.27.1"))
+    snapper_list(stack, 5, 12)
+    web.snapper()
+    web.answer = False
+
+    assert web.run() == ExitCode.OK
+
+    assert f"{HASHED} (nginx:latest): {DIGEST_B[:19]} -> {DIGEST_A[:19]} (1.27.2 → 1.27.1)" in stack.out.getvalue()

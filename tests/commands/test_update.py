@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -452,3 +452,56 @@ def test_second_run_while_one_holds_the_lock_exits_11(stack):
 ])
 def test_which_keys_name_a_tagged_image(key, tagged):
     assert is_tagged_key(key) is tagged
+
+
+def inspected(**versions: str) -> str:
+    """`image inspect` output for images by digest: their version labels."""
+    return json.dumps([{"Labels": {"org.opencontainers.image.version": version}, "Created": "2026-01-01T00:00:00Z",
+                        "RepoDigests": [f"docker.io/library/nginx@{digest}"]} for digest, version in versions.items()])
+
+
+def test_the_versions_are_noted_after_the_pin_in_the_snapshot_description_and_said(stack):
+    pin_a, pin_b = (f"docker.io/library/nginx@{digest}" for digest in (DIGEST_A, DIGEST_B))
+    text = f"SERVICE_WEB_IMAGE_TAGGED=nginx:latest\nSERVICE_WEB_IMAGE_HASHED={pin_a} # cipug: version 1.27.1\nA=1\n"
+    env_file = stack.service("web", text)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+    stack.fp.register(["podman", "image", "inspect", pin_a, pin_b],
+                      stdout=inspected(**{DIGEST_A: "1.27.1", DIGEST_B: "1.27.2"}))
+    stack.full_update("web")
+    stack.snapper({"web-config": "web"}, number=12)
+    stack.fp.register(["snapper", "-c", "web-config", "modify", "--description", stack.fp.any(min=1, max=1), "12"])
+
+    assert stack.run(prune_images="false") == ExitCode.OK
+
+    assert env_file.read_text() == text.replace(pin_a, pin_b).replace("1.27.1", "1.27.2")
+    [modify] = [call for call in stack.calls() if "modify" in call]
+    assert modify[modify.index("--description") + 1] == (
+        f"cipug web: nginx:latest -> docker.io/library/nginx@{DIGEST_B[:19]} (1.27.1 -> 1.27.2)")
+    assert f"web: SERVICE_WEB_IMAGE_HASHED 1.27.1 → 1.27.2 ({DIGEST_A[:19]} → {DIGEST_B[:19]})" in stack.out.getvalue()
+    [record] = stack.history()
+    assert (record.old_version, record.new_version) == ("1.27.1", "1.27.2")
+
+
+def test_a_failed_restart_puts_back_the_pin_with_its_note_and_keeps_the_users_comments(stack):
+    pin_a, pin_b = (f"docker.io/library/nginx@{digest}" for digest in (DIGEST_A, DIGEST_B))
+    text = (f"SERVICE_WEB_IMAGE_TAGGED=nginx:latest\r\nSERVICE_WEB_IMAGE_HASHED=\"{pin_a}\"  # cipug: version 1.27.1\r\n"
+            f"SERVICE_DB_IMAGE_TAGGED=postgres:16\r\nSERVICE_DB_IMAGE_HASHED=docker.io/library/postgres@{DIGEST_A} "
+            "# pinned by hand\r\n")
+    env_file = stack.service("web", text)
+    stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_B)
+    stack.skopeo("postgres:16", "docker.io/library/postgres", DIGEST_C)
+    stack.fp.register(["podman", "image", "inspect", pin_a, pin_b, f"docker.io/library/postgres@{DIGEST_A}",
+                       f"docker.io/library/postgres@{DIGEST_C}"], stdout=inspected(**{DIGEST_B: "2"}))
+    for step in (("ps",), ("pull",)):
+        stack.compose("web", *step)
+    stack.compose("web", "down", occurrences=2)
+    written = []
+    stack.compose("web", "up", "-d", returncode=1, callback=lambda process: written.append(env_file.read_bytes()))
+    stack.compose("web", "up", "-d")
+
+    assert stack.run(service_snapshot="false", prune_images="false") == ExitCode.RESTART_FAILED
+
+    # While the new images started: the new pins, cipug's note with the version, the user's comment kept.
+    assert written == [text.replace(pin_a, pin_b).replace("  # cipug: version 1.27.1", " # cipug: version 2")
+                       .replace(f"postgres@{DIGEST_A}", f"postgres@{DIGEST_C}").encode()]
+    assert env_file.read_bytes() == text.encode()

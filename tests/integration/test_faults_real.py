@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import realstack
-from tests.support.realstack import Deployed, deploy, explain, repository, var
+from tests.support.realstack import Deployed, deploy, explain, repository, var, without_notes
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ class Gate:
 
 def pinned(deployed: Deployed) -> str:
     """The digest the service's .env pins for its `web` image."""
-    for line in deployed.service.env_file.read_text().splitlines():
+    for line in without_notes(deployed.service.env_file.read_text()).splitlines():
         if line.startswith(var("web", "HASHED") + "="):
             return line.rpartition("@")[2]
     raise AssertionError(f"{deployed.service.env_file} pins no web image")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.realstack import EXIT_COMMAND, Deployed, deploy, explain, snapper_snapshots
+from tests.support.realstack import (EXIT_COMMAND, Deployed, compose_text, deploy, explain, snapper_snapshots, var,
+                                     without_notes)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def web(containers, deployed: Deployed) -> tuple[str, str]:
 
 
 def pinned(deployed: Deployed) -> str:
-    return deployed.service.env_file.read_text().split("@")[-1].strip()
+    return without_notes(deployed.service.env_file.read_text()).split("@")[-1].strip()
 
 
 @pytest.fixture
@@ -100,6 +101,35 @@ def test_a_digest_that_failed_is_skipped_and_a_newer_one_is_tried(containers, se
     assert web(containers, deployed)[1] == good and pinned(deployed) == good
     assert [record["outcome"] for record in history(cipug)] == ["rolled back", "updated"]
     assert not state_path(cipug).exists() or json.loads(state_path(cipug).read_text())["services"] == {}
+
+
+def test_a_first_pin_that_did_not_come_up_is_not_tried_again_until_its_tag_moves(containers, services, cipug, tag,
+                                                                                 run):
+    tagged = tag("web")
+    dying = containers.push_image(tagged, EXIT_COMMAND)
+    env = f"{var('web', 'TAGGED')}={tagged}\n"
+    service = services.add("firstfail", env, compose_text("web"))
+
+    first = run(HEALTH_TIMEOUT="5")
+    assert first.returncode == RESTART_FAILED, explain(first)
+    assert service.env_file.read_text() == env
+    [record] = history(cipug)
+    assert (record["outcome"], record["did_not_come_up"]) == ("failed", True)
+    stopped = {item["Id"] for item in containers.containers(service.name).values()}
+    snapshots = len(snapper_snapshots(service.snapper_config))
+
+    # The next run: one line; no snapshot, pull or restart, the stopped containers left as they are.
+    skipped = run(HEALTH_TIMEOUT="5")
+    assert skipped.returncode == 0, explain(skipped)
+    assert f"{dying[:19]} failed before" in skipped.stdout
+    assert service.env_file.read_text() == env and len(history(cipug)) == 1
+    assert {item["Id"] for item in containers.containers(service.name).values()} == stopped
+    assert len(snapper_snapshots(service.snapper_config)) == snapshots
+
+    good = containers.push_image(tagged)
+    fixed = run()
+    assert fixed.returncode == 0, explain(fixed)
+    assert web(containers, Deployed(service, {"web": tagged}, {}))[1] == good
 
 
 def test_update_min_age_holds_a_new_digest_until_it_is_old_enough(containers, services, cipug, tag, run):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_update_real import state
-from tests.support.realstack import Service, deploy, env_text, explain, repository, snapper_snapshots, var
+from tests.support.realstack import (Service, deploy, env_text, explain, repository, snapper_snapshots, var,
+                                     without_notes)
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def assert_runs(containers, service: Service, digest: str) -> None:
 
 
 def assert_pinned(service: Service, tagged: str, digest: str) -> None:
-    assert f"{var('web', 'HASHED')}={repository(tagged)}@{digest}\n" in service.env_file.read_text()
+    assert f"{var('web', 'HASHED')}={repository(tagged)}@{digest}\n" in without_notes(service.env_file.read_text())
 
 
 class FaultyRegistry:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import shlex
+from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +18,9 @@ from cipug.log import VERBOSE, Log
 from cipug.lookup import registry as registry_module
 from cipug.lookup.registries_conf import load_registries_conf
 from cipug.lookup.registry import RegistryResolver
+from cipug.lookup import versions
+from cipug.lookup.versions import registry_versions
+from cipug.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +43,19 @@ def resolver(registry):
     made.close()
 
 
-def push_manifest_list(containers, reference: str, format_name: str) -> list[str]:
-    """Push an amd64 and an arm64 image as one multi-arch tag; return the instances' digests."""
+def push_manifest_list(containers, reference: str, format_name: str,
+                       push: Callable[[str, str], str] | None = None) -> list[str]:
+    """Push an amd64 and an arm64 image as one multi-arch tag; return the instances' digests.
+
+    `push(reference, arch)` pushes an instance (default: a new image) and returns its digest.
+    """
     instances = []
     list_name = f"localhost/resolver/list-{secrets.token_hex(4)}"
     containers.podman("manifest", "create", list_name)
     try:
         for arch in ("amd64", "arm64"):
             instance = f"{reference}-{arch}"
-            instances.append(containers.push_image(instance))
+            instances.append(push(instance, arch) if push else containers.push_image(instance))
             containers.podman("manifest", "add", "--arch", arch, list_name, f"docker://{instance}")
         containers.podman("manifest", "push", "--all", "--format", format_name, list_name, f"docker://{reference}")
     finally:
@@ -210,3 +219,39 @@ def test_multi_arch_official_image_like_skopeo(containers, registry, hub_stand_i
     resolution = resolver.resolve(f"{name}:hub")
     assert resolution == skopeo(f"{name}:hub") == skopeo(f"docker.io/library/{name}:hub")
     assert resolution.name == f"docker.io/library/{name}" and resolution.digest not in instances
+
+
+# Image versions (registry_versions): over HTTP as the registry resolver reads them, and with skopeo.
+
+def versions_both_ways(containers, registry, tmp_path, pinned: str) -> tuple[dict[str, str], dict[str, str]]:
+    environ = {"CIPUG_SERVICES_ROOT": str(tmp_path), "CIPUG_SKOPEO_TOOL": shlex.join(containers.skopeo),
+               "CIPUG_REGISTRY_INSECURE_HOSTS": registry.host, "CIPUG_REGISTRY_FALLBACK": "false"}
+    log = Log(VERBOSE, out=io.StringIO())
+    over_http = registry_versions(load_settings(environ, cwd=tmp_path), log, [pinned])
+    with_skopeo = registry_versions(load_settings({**environ, "CIPUG_RESOLVER": "skopeo"}, cwd=tmp_path), log,
+                                    [pinned])
+    return over_http, with_skopeo
+
+
+def test_the_version_label_over_http_is_what_skopeo_reads(containers, registry, repository, workdir, tmp_path):
+    reference = f"{repository}:versioned"
+    pinned = f"{repository}@{realstack.push_versioned(containers, reference, '1.2.3', workdir)}"
+    assert versions_both_ways(containers, registry, tmp_path, pinned) == ({pinned: "1.2.3"}, {pinned: "1.2.3"})
+
+
+def test_an_unlabelled_image_is_its_build_time_both_ways(containers, registry, repository, tmp_path):
+    pinned = f"{repository}@{containers.push_image(f'{repository}:unlabelled')}"
+    over_http, with_skopeo = versions_both_ways(containers, registry, tmp_path, pinned)
+    assert over_http == with_skopeo and over_http[pinned].startswith("built ")
+
+
+@pytest.mark.parametrize("format_name", ["v2s2", "oci"])
+def test_a_multi_arch_tag_gives_this_platforms_version_like_skopeo(containers, registry, repository, workdir, tmp_path,
+                                                                   format_name):
+    reference = f"{repository}:multi-versioned"
+    instances = push_manifest_list(containers, reference, format_name,
+                                   lambda instance, arch: realstack.push_versioned(containers, instance, f"4.5-{arch}", workdir))
+    pinned = f"{repository}@{skopeo_says(containers, reference).digest}"
+    over_http, with_skopeo = versions_both_ways(containers, registry, tmp_path, pinned)
+    assert over_http == with_skopeo == {pinned: f"4.5-{versions.machine_platform()[0]}"}
+    assert pinned.rpartition("@")[2] not in instances

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.support import realstack
-from tests.support.realstack import Service, compose_text, deploy, env_text, explain, repository, snapper_snapshots, var
+from tests.support.realstack import (Service, compose_text, deploy, env_text, explain, repository, snapper_snapshots, var,
+                                     without_notes)
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,11 @@ EVERY_TOOL = pytest.mark.parametrize("engine", realstack.COMPOSE_TOOLS, indirect
 
 RESOLVE_FAILED, ENV_FILE_INVALID, SNAPSHOT_FAILED, ENV_WRITE_FAILED, PULL_FAILED = 35, 26, 31, 32, 33
 LOCKED, SNAPSHOTS_STALE = 11, 40
+
+
+def unnoted(path: Path) -> bytes:
+    """A .env's bytes without the version notes cipug writes after its pins (test_versions_real checks those)."""
+    return without_notes(path.read_bytes().decode()).encode()
 
 
 def with_digest(env: bytes, compose_service: str, old: str, new: str) -> bytes:
@@ -73,7 +80,7 @@ def test_first_run_pins_the_registry_digests_and_runs_them(engine, services, cip
         assert in_registry["Digest"] == digests[name]
         pinned = f"{in_registry['Name']}@{in_registry['Digest']}"
         expected = expected.replace(f"={tagged}\n", f"={tagged}\n{var(name, 'HASHED')}={pinned}\n")
-    assert service.env_file.read_bytes() == expected.encode()
+    assert unnoted(service.env_file) == expected.encode()
     running = engine.containers(service.name)
     for name, tagged in tags.items():
         assert running[name]["State"]["Running"]
@@ -117,7 +124,7 @@ def test_moved_tag_is_snapshotted_rewritten_pulled_and_restarted(engine, service
     result = cipug.run()
 
     assert result.returncode == 0, explain(result)
-    assert service.env_file.read_bytes() == with_digest(old_env, "web", deployed.digests["web"], new_digest)
+    assert unnoted(service.env_file) == with_digest(old_env, "web", deployed.digests["web"], new_digest)
     snapshots = snapper_snapshots(service.snapper_config)
     assert len(snapshots) == 1
     assert service.snapshot_file(snapshots[0]["number"]).read_bytes() == old_env
@@ -137,7 +144,7 @@ def test_only_the_service_with_a_moved_image_changes(engine, services, cipug, ta
         d.service.name: (d.service, state(engine, d.service), d.service.env_file.stat().st_mtime_ns)
         for d in (excluded, steady)
     }
-    old_env = updated.service.env_file.read_bytes()
+    old_env = unnoted(updated.service.env_file)
     engine.push_image(excluded.tags["web"])  # moved too, but filtered out
     new_digest = engine.push_image(updated.tags["web"])
 
@@ -148,7 +155,7 @@ def test_only_the_service_with_a_moved_image_changes(engine, services, cipug, ta
         assert_untouched(engine, service, before)
         assert service.env_file.stat().st_mtime_ns == mtime
         assert snapper_snapshots(service.snapper_config) == []
-    assert updated.service.env_file.read_bytes() == with_digest(old_env, "web", updated.digests["web"], new_digest)
+    assert unnoted(updated.service.env_file) == with_digest(old_env, "web", updated.digests["web"], new_digest)
     assert len(snapper_snapshots(updated.service.snapper_config)) == 1
     running = engine.containers(updated.service.name)
     assert running["web"]["ImageDigest"] == new_digest
@@ -266,7 +273,7 @@ def test_concurrent_runs_one_updates_the_other_exits_11(engine, services, cipug,
 
     report = "\n".join(f"exit {p.returncode}\n{out}{err}" for p, (out, err) in zip(runs, outputs))
     assert sorted(process.returncode for process in runs) == [0, LOCKED], report
-    assert service.env_file.read_bytes() == env.replace(
+    assert unnoted(service.env_file) == env.replace(
         f"={web}\n".encode(), f"={web}\n{var('web', 'HASHED')}={repository(web)}@{digest}\n".encode()
     )
     assert len(snapper_snapshots(service.snapper_config)) == 1

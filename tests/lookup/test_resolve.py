@@ -102,3 +102,26 @@ def test_the_registry_resolver_runs_registry_workers_and_bounds_skopeo_by_resolv
     skopeo_only = resolve.make_lookups(dataclasses.replace(settings, resolver="skopeo"),
                                        Log(VERBOSE, io.StringIO(), io.StringIO()))
     assert skopeo_only.workers == 3
+
+
+def test_in_parallel_keeps_the_order_bounds_the_threads_and_raises_what_a_call_raised():
+    import threading
+
+    running, most = [], [0]
+    lock = threading.Lock()
+
+    def call(number: int) -> int:
+        with lock:
+            running.append(number)
+            most[0] = max(most[0], len(running))
+        time.sleep(0.01)
+        with lock:
+            running.remove(number)
+        if number == 13:
+            raise ValueError("thirteen")
+        return number * 2
+
+    assert resolve.in_parallel(list(range(12)), call, 4) == [number * 2 for number in range(12)]
+    assert most[0] == 4
+    with pytest.raises(ValueError, match="thirteen"):
+        resolve.in_parallel(list(range(20)), call, 4)

@@ -25,11 +25,13 @@ def test_the_oci_version_label_is_the_version_else_the_build_time():
 
 
 def test_versions_of_images_that_are_not_local_are_left_out(fp, tmp_path):
-    fp.register(["podman", "image", "inspect", PIN], stdout=json.dumps([{"Labels": {
-        "org.opencontainers.image.version": "29.0.4"}}]))
-    fp.register(["podman", "image", "inspect", "gone@sha256:" + "b" * 64], returncode=125, stdout="[]")
+    gone = "gone@sha256:" + "b" * 64
+    # docker names the pin's repository in short form; the digest is what matches.
+    fp.register(["podman", "image", "inspect", PIN, gone], returncode=125, stdout=json.dumps([{
+        "Labels": {"org.opencontainers.image.version": "29.0.4"}, "RepoDigests": ["nextcloud@sha256:" + "a" * 64]}]))
     runner = Runner(Log(0, io.StringIO(), io.StringIO()))
-    assert image_versions(settings(tmp_path), runner, [PIN, "gone@sha256:" + "b" * 64, PIN]) == {PIN: "29.0.4"}
+    assert image_versions(settings(tmp_path), runner, [PIN, gone, PIN]) == {PIN: "29.0.4"}
+    assert image_versions(settings(tmp_path), runner, []) == {}
 
 
 def test_containers_are_grouped_by_their_compose_project_folder(fp, tmp_path):

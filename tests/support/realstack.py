@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -732,6 +733,29 @@ def env_text(tags: dict[str, str], digests: dict[str, str] | None = None) -> str
         if digests and name in digests:
             lines.append(f"{var(name, 'HASHED')}={repository(tagged)}@{digests[name]}\n")
     return "".join(lines)
+
+
+def push_versioned(containers, reference: str, version: str, workdir: Path) -> str:
+    """An image labelled with an OCI version, pushed as `reference`; its digest."""
+    rootfs, local = workdir / f"{version}.tar", f"localhost/versions/{secrets.token_hex(4)}:{version}"
+    _write_rootfs(rootfs, containers.busybox, f"{reference} {version} {secrets.token_hex(8)}\n")
+    containers.podman("import", "--change", "CMD " + json.dumps(list(SLEEP_COMMAND)),
+                      "--change", f"LABEL org.opencontainers.image.version={version}", rootfs, local)
+    digest_file = workdir / f"{version}.digest"
+    run([*containers.skopeo, "copy", "--digestfile", digest_file, f"containers-storage:{local}", f"docker://{reference}"],
+        env=containers.env)
+    containers.podman("rmi", local)
+    return digest_file.read_text().strip()
+
+
+# cipug's note after a pin it wrote: the image's version (the images made here have no version label, so
+# their build time).
+_NOTE = re.compile(r" # cipug: [^\r\n]*")
+
+
+def without_notes(text: str) -> str:
+    """`text` (of a .env) without the notes cipug writes after the pins, for comparing the rest byte for byte."""
+    return _NOTE.sub("", text)
 
 
 @dataclass

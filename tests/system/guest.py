@@ -191,7 +191,8 @@ def env_values(folder: Path) -> dict:
     for line in (folder / ".env").read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
+            # As compose reads an unquoted value: a space and # start a comment (cipug's version note).
+            values[key.strip()] = value.partition(" #")[0].strip()
     return values
 
 
