@@ -229,6 +229,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SERVICE_SNAPSHOT", _boolean, "true", "take a snapper snapshot of a service folder before changing it"),
     Setting("SERVICE_PULL", _boolean, "true", "pull the new images before restarting"),
     Setting("PRUNE_IMAGES", _boolean, "true", "prune unused images once per run, when something changed"),
+    Setting("KEEP_IMAGES", _number(int, 0, 100), "1",
+            "pruning leaves the images of each entry's last N earlier pins (tagged `cipug-keep-…`), so a rollback "
+            "needs no registry"),
     Setting("UPDATE_MIN_AGE", _number(float, 0, None), "0",
             "hours since cipug first saw a new digest before it is applied (0: at once)"),
     Setting("VERBOSITY", _number(int, 0, 3), "1", "0 errors only, 1 normal, 2 verbose, 3 very verbose"),
@@ -300,6 +303,7 @@ class Settings:
     service_snapshot: bool
     service_pull: bool
     prune_images: bool
+    keep_images: int
     update_min_age: float
     verbosity: int
     cache_duration: int

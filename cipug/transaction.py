@@ -191,7 +191,8 @@ def update_transaction(settings: Settings, plan: ServicePlan, kind: Kind = Kind.
         steps.append(TakeSnapshot(snapshot_description(plan.service.name, plan.changes)))
     steps.append(WritePins())
     if settings.service_pull:
-        steps += [Pull(), NoteVersions()]
+        # The images a rollback goes back to are kept (KEEP_IMAGES): it works with the registry down.
+        steps += [Pull(required=kind is not Kind.IMAGE_ROLLBACK), NoteVersions()]
     if settings.service_stop_start:
         steps.append(restart_step(settings, plan.service, plan.changes))
         if settings.auto_rollback and settings.health_timeout > 0:

@@ -142,7 +142,7 @@ def updating(stack, digest: str = DIGEST_B) -> None:
     stack.skopeo("nginx:latest", "docker.io/library/nginx", digest)
     stack.full_update("web")
     stack.snapper({"web-config": "web"}, number=12)
-    stack.fp.register(["podman", "image", "prune", "-f"])
+    stack.prune()
 
 
 class Received:

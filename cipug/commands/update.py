@@ -20,6 +20,7 @@ from ..lookup.references import parse_reference
 from ..lookup.resolve import recording
 from ..holds import record_outcomes, screen
 from ..plan import ServicePlan, plan_services
+from ..pruning import pins_to_keep
 from ..report import report_plan
 from ..services import Service, select_services
 from ..settings import Settings
@@ -202,7 +203,7 @@ def _apply(settings: Settings, log: Log, plans: list[ServicePlan], drifted: list
     finally:
         record_outcomes(settings, log, [transaction.service for transaction in transactions], applier.records)
     if settings.prune_images and any(record.outcome != history.FAILED for record in applier.records):
-        warning = applier.control.prune_images()
-        if warning:
+        keep = pins_to_keep(history.read(settings.history_file, log), settings.keep_images)
+        for warning in applier.control.prune_images(keep):
             log.warning(warning)
     return codes

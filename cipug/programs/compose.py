@@ -13,7 +13,8 @@ from ..errors import CipugError, ExitCode
 from ..services import Service
 from ..settings import Settings
 from .containers import WORKING_DIR_LABEL
-from .process import Runner, describe
+from ..pruning import KEEP_TAG_PREFIX, keep_tag, keep_tag_suffix
+from .process import Runner, describe, last_line
 
 # The compose service a container belongs to: set by docker compose v2, docker-compose v1 and
 # podman-compose alike, while container names differ (v2 `proj-web-1`, the others `proj_web_1`).
@@ -232,11 +233,27 @@ class ServiceControl:
                     pass  # still `starting`: the wait's own deadline ends it
                 due[identifier] = now + wait
 
-    def prune_images(self) -> str | None:
-        """Prune unused images; a failure is only worth a warning, so it is returned, not raised."""
+    def prune_images(self, keep: Collection[str]) -> list[str]:
+        """Prune unused images but those of the pinned references `keep` (cipug.pruning); failures are only
+        worth warnings, so they are returned, not raised."""
+        tool = self.settings.container_tool
+        listed = self.runner.run([*tool, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"])
+        # By suffix: docker lists Docker Hub's repositories in short form (`nginx`).
+        tagged = {name.rpartition(":")[2]: name for name in listed.stdout.split()
+                  if name.rpartition(":")[2].startswith(KEEP_TAG_PREFIX)}
+        wanted = {keep_tag_suffix(pinned): pinned for pinned in keep}
+        commands = [[*tool, "tag", pinned, keep_tag(pinned)] for suffix, pinned in sorted(wanted.items())
+                    if suffix not in tagged]
+        # Only the tag goes when the image has others; else the image, unless a container uses it.
+        commands += [[*tool, "rmi", name] for suffix, name in sorted(tagged.items()) if suffix not in wanted]
+        warnings = []
+        for argv in commands:
+            result = self.runner.run(argv)
+            # A pin whose image is not here (pruned by someone, never pulled) has nothing to keep.
+            if result.returncode != 0 and argv[len(tool)] == "rmi":
+                warnings.append(f"`{describe(argv)}` exited {result.returncode}: {last_line(result.stderr)}")
         try:
-            self.runner.output([*self.settings.container_tool, "image", "prune", "-f"], ExitCode.OK,
-                               "image prune failed")
+            self.runner.output([*tool, "image", "prune", "-f"], ExitCode.OK, "image prune failed")
         except CipugError as error:
-            return error.message
-        return None
+            warnings.append(error.message)
+        return warnings

@@ -25,7 +25,7 @@ def test_first_run_pins_snapshots_writes_pulls_and_restarts_in_that_order(stack)
     stack.skopeo("nginx:latest", "docker.io/library/nginx", DIGEST_A)
     stack.full_update("web")
     stack.snapper({"web-config": "web"}, number=12)
-    stack.fp.register(["podman", "image", "prune", "-f"])
+    stack.prune()
 
     assert stack.run() == ExitCode.OK
 
@@ -44,6 +44,8 @@ def test_first_run_pins_snapshots_writes_pulls_and_restarts_in_that_order(stack)
         f"podman image inspect docker.io/library/nginx@{DIGEST_A}",
         "podman-compose -f compose.yml down",
         "podman-compose -f compose.yml up -d",
+        "podman image ls --format {{.Repository}}:{{.Tag}}",
+        f"podman tag docker.io/library/nginx@{DIGEST_A} docker.io/library/nginx:cipug-keep-{DIGEST_A[7:23]}",
         "podman image prune -f",
     ]
     description = stack.calls()[3][stack.calls()[3].index("--description") + 1]

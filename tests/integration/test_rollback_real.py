@@ -102,3 +102,27 @@ def test_image_only_rollback_keeps_the_data(engine, services, cipug, tag):
     assert (service.folder / "new.txt").exists()
     assert running_digest(engine, service) == deployed.digests["web"]
     assert [record["outcome"] for record in history(cipug)] == ["updated", "rolled back"]
+
+
+@pytest.mark.parametrize("engine", ["podman-compose", "docker compose"], indirect=True)
+@pytest.mark.parametrize("image_only", [False, True], ids=["folder", "image-only"])
+def test_a_rollback_with_the_registry_stopped_restarts_the_kept_old_image(engine, services, cipug, workdir, image_only):
+    with realstack.Registry(workdir / "registry") as own:
+        engine.allow_registry(own.host)
+        tagged = f"{own.host}/{services.token}/web:latest"
+        old = engine.push_image(tagged)
+        service = services.add("offline", realstack.env_text({"web": tagged}, {"web": old}),
+                               realstack.compose_text("web"), start=True)
+        engine.push_image(tagged)
+        updated = cipug.run()
+        assert updated.returncode == 0, explain(updated)
+    # The registry is gone; the update pruned the images nothing uses, but KEEP_IMAGES kept the old one.
+    images = realstack.run([*engine.container_tool, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                           env=engine.env).stdout.split()
+    assert f"{realstack.repository(tagged)}:cipug-keep-{old[7:23]}" in images
+
+    result = cipug.run("rollback", service.name, "--yes", *(["--image-only"] if image_only else []))
+
+    assert result.returncode == 0, explain(result)
+    assert running_digest(engine, service) == old
+    assert without_notes(service.env_file.read_text()) == realstack.env_text({"web": tagged}, {"web": old})

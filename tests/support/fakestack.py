@@ -108,6 +108,13 @@ class Stack:
             self.fp.register(["snapper", "-c", name, "create", "--cleanup-algorithm", "number", "--description",
                               self.fp.any(min=1, max=1), "--print-number"], stdout=f"{number}\n", occurrences=5)
 
+    def prune(self, listed: str = "") -> None:
+        """The prune at the end of a run that changed something: the images listed, their keep tags, the prune."""
+        self.fp.register(["podman", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], stdout=listed)
+        for command in ("tag", "rmi"):
+            self.fp.register(["podman", command, self.fp.any(min=1)], occurrences=10)
+        self.fp.register(["podman", "image", "prune", "-f"])
+
     def full_update(self, service: str) -> None:
         for step in (("ps",), ("pull",), ("down",), ("up", "-d")):
             self.compose(service, *step)
