@@ -16,6 +16,7 @@ from .errors import CipugError
 from .files import history
 from .files.atomic import write_atomic
 from .log import Log
+from .lookup.ratelimits import LookupReport
 from .plan import FAILED_BEFORE, HELD, ServicePlan
 
 # Outcomes after which an entry's pin is the record's `new`: the pin changed then.
@@ -47,13 +48,15 @@ class EntryStatus:
 
 @dataclass(frozen=True)
 class RunStatus:
-    """A whole run: when it ended, its exit code, its entries, and the services it worked on with
-    their error (None when the service was read and checked without one)."""
+    """A whole run: when it ended, its exit code, its entries, the services it worked on with
+    their error (None when the service was read and checked without one), and what the
+    registries said of their rate limits."""
 
     ended: float
     exit_code: int
     entries: Sequence[EntryStatus] = ()
     services: Mapping[str, str | None] = field(default_factory=dict)
+    lookups: LookupReport = field(default_factory=LookupReport)
 
 
 def _epoch(text: str) -> float | None:
@@ -171,8 +174,29 @@ def metrics_text(run: RunStatus) -> str:
             changed.add(status.last_changed, **labels)
         if status.pinned is not None:
             info.add(1, **labels, tagged=status.tagged, image=status.pinned, version=status.version or "")
-    families = [ended, code, service_error, pending, held, failed, changed, info]
+    families = [ended, code, service_error, pending, held, failed, changed, info, *_registry_families(run.lookups)]
     return "\n".join(line for family in families for line in family.lines()) + "\n"
+
+
+def _registry_families(lookups: LookupReport) -> list[_Family]:
+    """The rate limits the registries told in the run (only what they sent), and those that stopped it."""
+    limit = _Family("cipug_registry_rate_limit", "Pulls the registry allows per window, as it last said.")
+    remaining = _Family("cipug_registry_rate_limit_remaining", "Pulls the registry said are left (the lowest seen).")
+    window = _Family("cipug_registry_rate_limit_window_seconds", "The registry's rate-limit window.")
+    stopped = _Family("cipug_registry_stopped",
+                      "Whether the registry answered a pull-limit 429, so the rest of its tags were not checked.")
+    until = _Family("cipug_registry_stopped_until_timestamp_seconds",
+                    "When a registry that answered a pull-limit 429 may be asked again (Unix time), where known.")
+    for registry, told in sorted(lookups.rate_limits.items()):
+        for family, value in ((limit, told.limit), (remaining, told.remaining), (window, told.window)):
+            if value is not None:
+                family.add(value, registry=registry)
+    for registry in sorted({*lookups.rate_limits, *lookups.stopped}):
+        stopped.add(1 if registry in lookups.stopped else 0, registry=registry)
+        when = lookups.stopped.get(registry)
+        if when is not None:
+            until.add(when, registry=registry)
+    return [limit, remaining, window, stopped, until]
 
 
 def write_metrics(path: Path, run: RunStatus, log: Log) -> None:

@@ -207,3 +207,22 @@ def test_the_version_of_a_pin_comes_from_the_history_that_recorded_it():
     records = [Record("t", "web", "K", "nextcloud:29", old, new, None, None, "updated", "", "29.0.3", "29.0.4"),
                Record("t", "web", "K", "nextcloud:29", new, old, None, None, "rolled back", "", None, None)]
     assert known_versions(records) == {old: "29.0.3", new: "29.0.4"}
+
+
+def test_the_registries_rate_limits_and_stops_are_gauges_prometheus_reads():
+    parser = pytest.importorskip("prometheus_client.parser")
+    from cipug.lookup.ratelimits import LookupReport, RateLimit
+
+    lookups = LookupReport({"docker.io": RateLimit(100, 76, 21600), "ghcr.io": RateLimit(None, 3, None)},
+                           {"quay.io": 1_800_000_000.0, "gone.example": None})
+    families = {family.name: family for family in parser.text_string_to_metric_families(
+        metrics_text(RunStatus(ended=5.0, exit_code=35, lookups=lookups)))}
+
+    def values(name: str) -> dict[str, float]:
+        return {sample.labels["registry"]: sample.value for sample in families[name].samples}
+
+    assert values("cipug_registry_rate_limit") == {"docker.io": 100}
+    assert values("cipug_registry_rate_limit_remaining") == {"docker.io": 76, "ghcr.io": 3}
+    assert values("cipug_registry_rate_limit_window_seconds") == {"docker.io": 21600}
+    assert values("cipug_registry_stopped") == {"docker.io": 0, "ghcr.io": 0, "quay.io": 1, "gone.example": 1}
+    assert values("cipug_registry_stopped_until_timestamp_seconds") == {"quay.io": 1_800_000_000}

@@ -96,7 +96,7 @@ def _tell(settings: Settings, log: Log, facts: RunFacts, code: ExitCode) -> None
         notify_run(settings, log, events, {plan.service.name for plan in facts.plans if plan.error is None})
     if settings.metrics_file:
         services = {plan.service.name: None if plan.error is None else plan.error.message for plan in facts.plans}
-        write_metrics(settings.metrics_file, RunStatus(time.time(), int(code), statuses, services), log)
+        write_metrics(settings.metrics_file, RunStatus(time.time(), int(code), statuses, services, facts.lookups), log)
 
 
 def _update(settings: Settings, log: Log, service_names: Iterable[str], dry_run: bool, refresh: bool,
