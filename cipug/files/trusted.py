@@ -56,14 +56,17 @@ def read_trusted(path: Path) -> bytes | None:
         if path.is_symlink():
             raise Untrusted("is a symlink") from None
         raise Untrusted(f"cannot be read: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        problem = file_problem(os.fstat(file.fileno())) or folder_problem(path.parent)
+    try:
+        # Before fdopen, which refuses a directory.
+        problem = file_problem(os.fstat(fd)) or folder_problem(path.parent)
         if problem:
             raise Untrusted(problem)
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as file:
             return file.read()
-        except OSError as error:
-            raise Untrusted(f"cannot be read: {error.strerror}") from None
+    except OSError as error:
+        raise Untrusted(f"cannot be read: {error.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def write_private(path: Path, text: str) -> bool:
@@ -84,6 +87,9 @@ def write_private(path: Path, text: str) -> bool:
     # write_atomic writes through symlinks and keeps an old file's owner and mode: remove a
     # file we would not trust, so that a fresh private one takes its place.
     replaced = existing is not None and file_problem(existing) is not None
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
+        # Not cipug's to remove: someone put a folder where its file belongs.
+        raise Untrusted("is a directory")
     if replaced:
         path.unlink()
     write_atomic(path, text, mode=0o600)

@@ -29,6 +29,13 @@ grants fewer, when the token service refuses the request, or when the registry
 answers 401 to the shared token — from then on for that registry and run.
 Idle connections are kept per host and reused.
 
+The realm and service of a registry's Bearer challenge are remembered across
+runs (challenges.py): an anonymous lookup asks that token service right away,
+without the 401 first. A remembered realm is never sent credentials, an https
+registry's must be https, and when it gives no token, or the registry answers
+401 to its token, it is forgotten and the registry's own challenge met as
+without it: a stale one costs one request, never a lookup.
+
 `read()` fetches a pinned reference's manifests and blobs by digest (GET, the same
 authentication, rate-limit and fallback rules), each checked against its digest; a blob
 answered with a redirect is fetched there, without the Authorization header when the
@@ -58,6 +65,7 @@ from typing import Literal, TypeVar, cast
 from .. import __version__
 from ..errors import CipugError, ExitCode
 from ..log import Log
+from .challenges import Challenges
 from .ratelimits import LookupReport, RateLimit, lower, parse_rate_limit
 from .references import DOCKER_HUB, Reference, Resolution, is_valid_digest, parse_reference
 from .registries_conf import RegistriesConf
@@ -194,6 +202,7 @@ class RegistryResolver:
         log: Log,
         fallback: Callable[[str], Resolution] | None,
         registries_conf: RegistriesConf | None = None,
+        challenges: Challenges | None = None,
     ) -> None:
         self._insecure = frozenset(host.lower() for host in insecure_hosts)
         self._timeout = timeout
@@ -215,6 +224,8 @@ class RegistryResolver:
         # What each registry asked for, so the next repository sends it right away.
         self._bearer: dict[str, tuple[str, str]] = {}
         self._basic: set[str] = set()
+        # What earlier runs' challenges said, for anonymous lookups; None: nothing remembered or learnt.
+        self._challenges = challenges
         self._auth_files: list[_AuthFile] | None = None
         # Why each reference handed to the fallback could not be answered here.
         self.fallbacks: dict[str, str] = {}
@@ -275,12 +286,14 @@ class RegistryResolver:
                               "sent to it")
 
     def close(self) -> None:
-        """Close the connections kept open for later requests."""
+        """Close the connections kept open for later requests; save the challenges learnt."""
         with self._lock:
             idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:
                 connection.close()
+        if self._challenges is not None:
+            self._challenges.save()
 
     # The manifest request and its authentication.
 
@@ -497,22 +510,50 @@ class RegistryResolver:
     # Authentication.
 
     def _known_authorization(self, ref: Reference, credentials: Credentials | None) -> str | None:
-        """Authenticate the first request as the registry asked before, saving a 401 round trip."""
+        """Authenticate the first request as the registry asked before (in this run, else in an earlier one),
+        saving a 401 round trip."""
         with self._lock:
             bearer = self._bearer.get(ref.registry)
             basic = ref.registry in self._basic
         if bearer:
             realm, service = bearer
             return "Bearer " + self._token(ref, realm, service, _pull_scope(ref), credentials, None)
-        if basic and credentials:
-            return _basic_authorization(credentials)
-        return None
+        if basic:
+            return _basic_authorization(credentials) if credentials else None
+        # A realm from a file must not receive credentials: only the registry's own challenge may name it.
+        return self._remembered_authorization(ref) if credentials is None else None
+
+    def _remembered_authorization(self, ref: Reference) -> str | None:
+        """A token from the token service an earlier run's challenge named; None when there is none to ask or it
+        gives none (then forgotten): the request meets the registry's challenge as it would without it."""
+        if self._challenges is None:
+            return None
+        remembered = self._challenges.get(ref.registry)
+        if remembered is None:
+            return None
+        realm, service = remembered
+        # What an https registry's own challenge says may lead to plain HTTP; what a file says may not.
+        if self._scheme(ref) == "https" and urllib.parse.urlsplit(realm).scheme != "https":
+            return None
+        try:
+            return "Bearer " + self._token(ref, realm, service, _pull_scope(ref), credentials=None, refused=None,
+                                           tentative=True)
+        except _NotChecked:
+            raise
+        except (_Fallback, _Failed) as failure:
+            self._challenges.forget(ref.registry)
+            self._log.verbose(f"registry {ref.registry}: the token service remembered from an earlier run gave no "
+                              f"token ({failure}); meeting the registry's challenge instead")
+            return None
 
     def _meet_challenge(
         self, ref: Reference, host: str, answer: _Answer, credentials: Credentials | None, refused: str | None
     ) -> str:
         """The Authorization header that answers a 401's WWW-Authenticate challenge."""
         challenges = _parse_challenges(answer.headers.get_all("WWW-Authenticate") or [])
+        # The registry's own challenge replaces what an earlier run's said.
+        if self._challenges is not None:
+            self._challenges.forget(ref.registry)
         if "bearer" in challenges:
             params = challenges["bearer"]
             realm = params.get("realm")
@@ -522,7 +563,11 @@ class RegistryResolver:
             with self._lock:
                 self._bearer[ref.registry] = (realm, service)
             scope = params.get("scope") or _pull_scope(ref)
-            return "Bearer " + self._token(ref, realm, service, scope, credentials, refused)
+            token = self._token(ref, realm, service, scope, credentials, refused)
+            # Only a realm that gave a token is worth asking first in the next run.
+            if self._challenges is not None:
+                self._challenges.learn(ref.registry, realm, service)
+            return "Bearer " + token
         if "basic" in challenges:
             if credentials is None:
                 raise _Fallback(f"{host} asks for a password and no auth file has one for {ref.name}")
@@ -532,20 +577,24 @@ class RegistryResolver:
         raise _Fallback(f"{host} answered 401 without a Bearer or Basic challenge")
 
     def _token(self, ref: Reference, realm: str, service: str, scope: str, credentials: Credentials | None,
-               refused: str | None) -> str:
-        """A token for `scope`: the registry's shared token where it grants several repositories, else one per scope."""
-        shared = self._shared_token(ref, realm, service, scope, credentials, refused)
+               refused: str | None, *, tentative: bool = False) -> str:
+        """A token for `scope`: the registry's shared token where it grants several repositories, else one per scope.
+
+        `tentative`: the realm is remembered from an earlier run, not named by the registry in this one;
+        a refusal there says nothing about the registry (see _fetch_token).
+        """
+        shared = self._shared_token(ref, realm, service, scope, credentials, refused, tentative=tentative)
         if shared is not None:
             return shared
         with self._lock:
             slot = self._tokens.setdefault((realm, service, scope), _TokenSlot())
         with slot.lock:
             if slot.token is None or f"Bearer {slot.token}" == refused:
-                slot.token = self._fetch_token(ref.registry, realm, service, [scope], credentials)
+                slot.token = self._fetch_token(ref.registry, realm, service, [scope], credentials, tentative=tentative)
             return slot.token
 
     def _shared_token(self, ref: Reference, realm: str, service: str, scope: str,
-                      credentials: Credentials | None, refused: str | None) -> str | None:
+                      credentials: Credentials | None, refused: str | None, *, tentative: bool) -> str | None:
         """One token for all of this run's repositories on the registry with these credentials, asked for at once.
 
         None when there is no such token for `scope`: a single repository, a registry that refused a
@@ -564,8 +613,12 @@ class RegistryResolver:
         with grant.lock:
             if grant.token is None and not grant.failed:
                 try:
-                    grant.token = self._fetch_token(ref.registry, realm, service, grant.scopes, credentials)
+                    grant.token = self._fetch_token(ref.registry, realm, service, grant.scopes, credentials,
+                                                    tentative=tentative)
                 except _Fallback as cannot:
+                    if tentative:
+                        # Perhaps not this registry's token service at all: the live challenge tries again.
+                        raise
                     grant.failed = True
                     self._per_repository_from_now(ref.registry, f"its token service refused {len(grant.scopes)} "
                                                                 f"scopes at once ({cannot})")
@@ -612,7 +665,9 @@ class RegistryResolver:
             self._log.verbose(f"registry {registry}: one token per repository, because {why}")
 
     def _fetch_token(self, registry: str, realm: str, service: str, scopes: Sequence[str],
-                     credentials: Credentials | None) -> str:
+                     credentials: Credentials | None, *, tentative: bool = False) -> str:
+        """A token from `realm`; `tentative`: a realm remembered from an earlier run, which may not be the
+        registry's token service any more, so its rate limits and 429s are not taken for the registry's."""
         url = urllib.parse.urlsplit(realm)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise _Fallback(f"the token realm {realm!r} is not an http(s) URL")
@@ -626,8 +681,9 @@ class RegistryResolver:
             headers["Authorization"] = _basic_authorization(credentials)
         self._check_stopped(registry)
         answer = self._request("GET", url.scheme, url.netloc, target, headers)
-        self._note_rate_limit(registry, answer)
-        if answer.status == 429:
+        if not tentative:
+            self._note_rate_limit(registry, answer)
+        if answer.status == 429 and not tentative:
             self._rate_limited(registry, answer)
             # Another 429 at the token service: without tokens nothing can be looked up there, and every
             # lookup asking again would only prolong the limit.

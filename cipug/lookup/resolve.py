@@ -65,15 +65,18 @@ def make_lookups(settings: Settings, log: Log) -> Lookups:
 def registry_resolver(settings: Settings, log: Log, skopeo: Resolver | None) -> RegistryResolver:
     """The registry resolver as configured, handing over to `skopeo` (bounded) where REGISTRY_FALLBACK allows.
 
-    Registries stopped earlier in the run (recording()) stay stopped.
+    Registries stopped earlier in the run (recording()) stay stopped. The registries' challenges are
+    remembered next to the digest cache, whatever CACHE_DURATION; close() saves what was learnt.
     """
     # The HTTP client is loaded only when the registry resolver is asked for.
+    from .challenges import CHALLENGES_FILE, Challenges
     from .registries_conf import load_registries_conf
     from .registry import RegistryResolver
 
     fallback = bounded(skopeo, settings.resolve_workers) if skopeo is not None and settings.registry_fallback else None
+    challenges = Challenges.load(settings.cache_location.with_name(CHALLENGES_FILE), log)
     resolver = RegistryResolver(settings.registry_insecure_hosts, settings.registry_timeout, log, fallback,
-                                load_registries_conf(settings.skopeo_tool))
+                                load_registries_conf(settings.skopeo_tool), challenges)
     recorder = _RECORDING.get()
     if recorder is not None:
         resolver.keep_stopped(recorder.stopped)

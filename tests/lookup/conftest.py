@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.lookup.fake_registry import FakeRegistry
 
 
 @pytest.fixture
@@ -19,3 +23,23 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("REGISTRY_AUTH_FILE", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def out() -> io.StringIO:
+    """What a Log writes to standard output."""
+    return io.StringIO()
+
+
+@pytest.fixture
+def registries() -> Iterator[Callable[[], FakeRegistry]]:
+    """Starts fake registries on loopback; every one is stopped afterwards."""
+    started: list[FakeRegistry] = []
+
+    def start() -> FakeRegistry:
+        started.append(FakeRegistry())
+        return started[-1]
+
+    yield start
+    for registry in started:
+        registry.stop()

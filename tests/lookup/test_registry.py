@@ -41,17 +41,11 @@ class Fallback:
 
 
 @pytest.fixture
-def fake():
-    registry = FakeRegistry()
+def fake(registries):
+    registry = registries()
     registry.manifests = {"org/app:v1": DIGEST_A, "org/app:v2": DIGEST_B, "org/app:v3": DIGEST_A,
                           "org/other:v1": DIGEST_B}
-    yield registry
-    registry.stop()
-
-
-@pytest.fixture
-def out() -> io.StringIO:
-    return io.StringIO()
+    return registry
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import pytest
@@ -59,10 +58,9 @@ class Images:
 
 
 @pytest.fixture
-def fake():
-    registry = FakeRegistry()
-    yield registry
-    registry.stop()
+def fake(registries):
+    registry = registries()
+    return registry
 
 
 @pytest.fixture
@@ -71,18 +69,15 @@ def images(fake) -> Images:
 
 
 @pytest.fixture
-def out() -> io.StringIO:
-    return io.StringIO()
-
-
-@pytest.fixture
 def read(fake, tmp_path, out):
-    """registry_versions with settings for the fake (an empty registries.conf for skopeo and the resolver)."""
+    """registry_versions with settings for the fake (an empty registries.conf for skopeo and the resolver; the
+    remembered challenges next to a cache in tmp_path, not the machine's)."""
     conf = tmp_path / "registries.conf"
     conf.write_text("")
 
     def read_versions(pinned: list[str], insecure: tuple[str, ...] = (), **settings: str) -> dict[str, str]:
-        environ = {"CIPUG_SERVICES_ROOT": str(tmp_path), "CIPUG_SKOPEO_TOOL": f"skopeo --registries-conf {conf}",
+        environ = {"CIPUG_SERVICES_ROOT": str(tmp_path), "CIPUG_CACHE_LOCATION": str(tmp_path / "cache.json"),
+                   "CIPUG_SKOPEO_TOOL": f"skopeo --registries-conf {conf}",
                    "CIPUG_REGISTRY_INSECURE_HOSTS": ",".join((fake.host, *insecure)),
                    **{f"CIPUG_{name}": value for name, value in settings.items()}}
         return registry_versions(load_settings(environ, cwd=tmp_path), Log(VERBOSE, out=out, err=out), pinned)
