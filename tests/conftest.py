@@ -1,15 +1,17 @@
 """Marker handling shared by all tests: what integration tests need, and what happens when it is missing.
 
-Outside CI a missing tool or privilege skips the integration tests that need
-it, naming what is missing; with CI=true it fails them, so a CI machine that
-lost a package cannot pass by skipping.
+Outside CI a missing tool, privilege or test dependency skips the tests that
+need it, naming what is missing; with CI=true it fails them, so a CI machine
+that lost a package cannot pass by skipping.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from tests.support.fakestack import Stack
@@ -19,7 +21,7 @@ INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: integration tests fail instead of skipping)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: such tests fail instead of skipping)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -45,6 +47,20 @@ def require_tools():
         missing = [name for name in names if shutil.which(name) is None]
         if missing:
             _unavailable(f"missing tool{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (tests/run installs them)")
+
+    return require
+
+
+@pytest.fixture(scope="session")
+def require_module():
+    """require_module(name): the imported module; skip (fail with CI=true) when the test extra lacks it."""
+
+    def require(name: str) -> ModuleType:
+        try:
+            return importlib.import_module(name)
+        except ImportError as error:
+            _unavailable(f"cannot import {name}: {error} (tests/run installs the test, cli and notify extras)")
+            raise
 
     return require
 

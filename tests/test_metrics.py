@@ -6,7 +6,6 @@ import io
 import re
 from pathlib import Path
 
-import pytest
 
 from cipug.errors import CipugError, ExitCode
 from cipug.files import history
@@ -88,8 +87,8 @@ def test_label_escaping():
     assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 
 
-def test_prometheus_clients_parser_reads_it():
-    parser = pytest.importorskip("prometheus_client.parser")
+def test_prometheus_clients_parser_reads_it(require_module):
+    parser = require_module("prometheus_client.parser")
     families = {family.name: family for family in parser.text_string_to_metric_families(metrics_text(RUN))}
     assert families["cipug_run_exit_code"].samples[0].value == 34
     [info] = families["cipug_image_info"].samples
@@ -209,8 +208,8 @@ def test_the_version_of_a_pin_comes_from_the_history_that_recorded_it():
     assert known_versions(records) == {old: "29.0.3", new: "29.0.4"}
 
 
-def test_the_registries_rate_limits_and_stops_are_gauges_prometheus_reads():
-    parser = pytest.importorskip("prometheus_client.parser")
+def test_the_registries_rate_limits_and_stops_are_gauges_prometheus_reads(require_module):
+    parser = require_module("prometheus_client.parser")
     from cipug.lookup.ratelimits import LookupReport, RateLimit
 
     lookups = LookupReport({"docker.io": RateLimit(100, 76, 21600), "ghcr.io": RateLimit(None, 3, None)},

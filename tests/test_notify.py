@@ -334,8 +334,8 @@ class Endpoint:
 
 
 @pytest.fixture
-def endpoint():
-    pytest.importorskip("apprise")
+def endpoint(require_module):
+    require_module("apprise")
     server = Endpoint()
     yield server
     server.close()
@@ -354,8 +354,8 @@ def test_apprise_delivers_each_event_once(stack, endpoint):
     assert len(endpoint.posts) == 1
 
 
-def test_apprise_unreachable_is_a_warning(stack):
-    pytest.importorskip("apprise")
+def test_apprise_unreachable_is_a_warning(stack, require_module):
+    require_module("apprise")
     stack.service("web", ENV_A)
     updating(stack)
     # A loopback port nothing listens on: the connection is refused at once.
@@ -364,8 +364,8 @@ def test_apprise_unreachable_is_a_warning(stack):
     assert "web: NOTIFY_URLS could not tell that it updated" in line
 
 
-def test_apprise_hanging_is_bounded(stack):
-    pytest.importorskip("apprise")
+def test_apprise_hanging_is_bounded(stack, require_module):
+    require_module("apprise")
     server = Endpoint(hang=True)
     try:
         stack.service("web", ENV_A)
@@ -378,8 +378,8 @@ def test_apprise_hanging_is_bounded(stack):
         server.close()
 
 
-def test_an_url_apprise_does_not_know_is_a_warning_without_its_secrets(stack):
-    pytest.importorskip("apprise")
+def test_an_url_apprise_does_not_know_is_a_warning_without_its_secrets(stack, require_module):
+    require_module("apprise")
     stack.service("web", ENV_A)
     updating(stack)
     assert stack.run(notify_urls="nosuchscheme://user:s3cret@host/", **RUN) == ExitCode.OK
